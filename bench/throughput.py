@@ -1,0 +1,80 @@
+"""
+Training-step throughput for a config: ms/step (median after warm-up), tokens/s, the share
+of the step spent in the batch function, and peak memory (CUDA) — the same train.py code path.
+
+    python bench/throughput.py config/train_shakespeare_char.py --device=cpu --compile=False
+    python bench/throughput.py ... --bench_steps=30  (any train.py key works)
+"""
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import batches  # noqa: E402
+import train  # noqa: E402
+from configurator import load_config  # noqa: E402
+from model import supervised_weights  # noqa: E402
+
+
+def measure(cfg, steps=20, warmup=5):
+    """Returns a dict of figures for `steps` timed optimisation steps of cfg."""
+    device = cfg['device'] = 'cuda' if cfg['device'] == 'auto' and torch.cuda.is_available() else (
+        'cpu' if cfg['device'] == 'auto' else cfg['device'])
+    source = batches.make_source(cfg, seed=cfg['seed'])
+    torch.manual_seed(cfg['seed'])
+    model, _ = train.build_model(cfg, set(), source, device)
+    model.to(device)
+    opt = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'], (0.9, 0.95),
+                                     'cuda' if 'cuda' in device else 'cpu')
+    fwd = torch.compile(model) if cfg['compile'] else model
+    use_cuda = 'cuda' in device
+    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if use_cuda else train.nullcontext()
+    sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+    step_t, batch_t = [], []
+    for i in range(warmup + steps):
+        sync()
+        t0 = time.perf_counter()
+        micro = [batches.to_device(source.get_batch('train', cfg['batch_size']), device)
+                 for _ in range(cfg['gradient_accumulation_steps'])]
+        t1 = time.perf_counter()
+        norm = sum(supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'),
+                                      model.config.n_future) for b in micro)
+        for b in micro:
+            with ctx:
+                _, loss = fwd(b['x'], b['y'], loss_norm=norm, **train.forward_kwargs(b))
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            step_t.append(t2 - t0)
+            batch_t.append(t1 - t0)
+    ms = statistics.median(step_t) * 1000
+    tokens = cfg['batch_size'] * cfg['block_size'] * cfg['gradient_accumulation_steps']
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if use_cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {'ms_per_step': ms, 'tokens_per_s': tokens / (ms / 1000),
+            'batch_share': statistics.median(batch_t) / statistics.median(step_t),
+            'peak_mem_mib': peak}
+
+
+def main(argv=None):
+    defaults = dict(train.DEFAULTS, bench_steps=20, bench_warmup=5)
+    cfg, _ = load_config(defaults, sys.argv[1:] if argv is None else argv)
+    if cfg['num_threads'] > 0:
+        torch.set_num_threads(cfg['num_threads'])
+    r = measure(cfg, cfg['bench_steps'], cfg['bench_warmup'])
+    print(f"{cfg['objective']} {cfg['dataset']} B={cfg['batch_size']} T={cfg['block_size']} "
+          f"L={cfg['n_layer']} C={cfg['n_embd']} threads={torch.get_num_threads()}: "
+          f"{r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, batch function "
+          f"{100 * r['batch_share']:.1f}% of the step, peak memory {r['peak_mem_mib']:.0f} MiB")
+    return r
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,22 @@
+# nanoGPT's CPU recipe on character-level Shakespeare (README, "Next-token baseline").
+out_dir = 'out-shakespeare-char'
+dataset = 'shakespeare_char'
+objective = 'next_token'
+device = 'cpu'
+compile = False
+eval_interval = 250
+eval_iters = 20
+log_interval = 10
+always_save_checkpoint = False
+block_size = 64
+batch_size = 12
+n_layer = 4
+n_head = 4
+n_embd = 128
+max_iters = 2000
+lr_decay_iters = 2000
+dropout = 0.0
+learning_rate = 1e-3
+beta2 = 0.99
+warmup_iters = 100
+min_lr = 1e-4

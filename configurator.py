@@ -1,0 +1,76 @@
+"""
+nanoGPT-style configuration, as a function that returns a dict instead of exec-ing into globals.
+
+    python train.py config/train_shakespeare_char.py --batch_size=32 --compile=False
+
+Arguments without `--` are config files (Python files of plain assignments); `--key=value`
+overrides follow in order. Every key must already exist in the script's defaults, and the
+value must have the default's type (an int is accepted for a float; None defaults accept
+anything). Mistakes are errors that name the argument and the closest valid keys.
+"""
+import ast
+import difflib
+import os
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string, e.g. --device=cpu
+
+
+def _check(key, value, defaults, where):
+    if key not in defaults:
+        close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ConfigError(f"{where}: unknown config key '{key}'.{hint}")
+    default = defaults[key]
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, type(default)):
+        return value
+    raise ConfigError(f"{where}: '{key}' must be of type {type(default).__name__} "
+                      f"(default {default!r}), got {value!r} ({type(value).__name__})")
+
+
+def load_config(defaults, argv):
+    """defaults: dict of key -> default value. argv: e.g. sys.argv[1:].
+    Returns (config dict, set of keys set explicitly by files or flags)."""
+    config, explicit = dict(defaults), set()
+    for arg in argv:
+        if not arg.startswith('--'):
+            if not os.path.isfile(arg):
+                raise ConfigError(f"config file '{arg}' not found (expected a path like "
+                                  f"config/train_shakespeare_char.py, or a --key=value flag)")
+            namespace = {}
+            with open(arg) as f:
+                exec(compile(f.read(), arg, 'exec'), {}, namespace)
+            for key, value in namespace.items():
+                if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
+                    continue
+                config[key] = _check(key, value, defaults, f"config file '{arg}'")
+                explicit.add(key)
+        else:
+            if '=' not in arg:
+                raise ConfigError(f"flag '{arg}' must be of the form --key=value")
+            key, text = arg[2:].split('=', 1)
+            value = _parse_value(text)
+            if isinstance(defaults.get(key), str) and not isinstance(value, str):
+                value = text  # --start=42 on a string key means the text '42'
+            config[key] = _check(key, value, defaults, f"flag '{arg}'")
+            explicit.add(key)
+    return config, explicit

@@ -1,0 +1,287 @@
+"""
+One GPT for every objective in nanomask (after nanoGPT's model.py).
+
+What the model is trained to predict is decided by the batch, never by the model:
+  targets       (B, T) long, -1 = not supervised
+  loss_mask     (B, T) bool/float, per-token weight of the cross-entropy (optional)
+  attention_mask(B, T) bool, True = real token; False keys are never attended to and
+                False positions are never supervised (optional)
+With `n_future = k > 1`, extra heads predict t+2 ... t+k; their targets and masks are the
+head-1 ones shifted left (see `future_targets`), so no head is supervised beyond its row.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True      # bias in Linears and LayerNorms, like GPT-2
+    causal: bool = True    # False = bidirectional (MLM, diffusion)
+    n_future: int = 1      # number of output heads: head i predicts token t+i
+
+
+# Keys that define the weights' shapes / meaning; everything else is a training parameter.
+ARCH_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'n_future')
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention; causal or bidirectional, with an optional boolean key mask."""
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        self.causal = config.causal
+
+    def forward(self, x, attn_mask=None):
+        # x: (B, T, C); attn_mask: None or bool (B, 1, T, T), True = may attend
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        dropout_p = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            # no mask tensor: CUDA may pick the flash kernel
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None):
+        x = x + self.attn(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+def build_attn_mask(attention_mask, causal):
+    """(B, T) bool key mask -> (B, 1, T, T) bool SDPA mask (True = attend), or None.
+
+    Every query may also attend to itself: a padded query whose keys are all masked would
+    otherwise softmax over nothing and produce NaN. Real queries never see padded keys, so
+    this changes nothing at real positions (tests/test_model.py checks it)."""
+    if attention_mask is None:
+        return None
+    B, T = attention_mask.shape
+    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)
+    mask = attention_mask[:, None, None, :] | eye  # (B, 1, T, T): key j visible to query i
+    if causal:
+        mask = mask & torch.ones(T, T, dtype=torch.bool, device=mask.device).tril()
+    return mask
+
+
+def future_targets(targets, weights, n_future):
+    """Head-1 targets/weights (B, T) -> per-head (k, B, T), head i shifted left by i-1.
+
+    Head i at position t predicts the token head 1 predicts at t+i-1, so it inherits that
+    position's target *and* its mask; positions past the row end get -1 / weight 0."""
+    B, T = targets.shape
+    tgt = targets.new_full((n_future, B, T), -1)
+    w = weights.new_zeros((n_future, B, T))
+    for i in range(n_future):
+        tgt[i, :, :T - i] = targets[:, i:]
+        w[i, :, :T - i] = weights[:, i:]
+    return tgt, w
+
+
+def supervised_weights(targets, loss_mask=None, attention_mask=None, n_future=1):
+    """Per-head total loss weight (k,) of a batch: what the loss is normalised by.
+
+    train.py sums this over all micro-batches (and ranks) of a step before the forward
+    passes, so the loss is a mean over the supervised tokens of the whole batch."""
+    return _token_weights(targets, loss_mask, attention_mask, n_future)[1].sum(dim=(1, 2))
+
+
+def _token_weights(targets, loss_mask, attention_mask, n_future):
+    w = (targets != -1).float()
+    if loss_mask is not None:
+        w = w * loss_mask.float()
+    if attention_mask is not None:
+        w = w * attention_mask.float()
+    targets = torch.where(w > 0, targets, torch.full_like(targets, -1))
+    return future_targets(targets, w, n_future)
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        # extra heads (multi-token prediction): one block each on the shared trunk,
+        # sharing ln_f and the (tied) unembedding, as in Gloeckle et al. 2024
+        self.future_heads = nn.ModuleList([Block(config) for _ in range(config.n_future - 1)])
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def get_num_params(self, non_embedding=True):
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def trunk(self, idx, attention_mask=None):
+        """idx (B, T) -> final hidden states (B, T, C), before ln_f."""
+        B, T = idx.size()
+        assert T <= self.config.block_size, f"sequence length {T} > block_size {self.config.block_size}"
+        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        attn_mask = build_attn_mask(attention_mask, self.config.causal)
+        for block in self.transformer.h:
+            x = block(x, attn_mask)
+        return x, attn_mask
+
+    def head_logits(self, h, attn_mask=None):
+        """Trunk states (B, T, C) -> logits of every head (k, B, T, V)."""
+        outs = [h] + [head(h, attn_mask) for head in self.future_heads]
+        return torch.stack([self.lm_head(self.transformer.ln_f(o)) for o in outs])
+
+    def loss_terms(self, idx, targets, attention_mask=None, loss_mask=None):
+        """Per-head weighted CE sums (k,) and supervised weights (k,), for exact averaging
+        over many batches (evaluation). Also returns head-1 logits (B, T, V)."""
+        h, attn_mask = self.trunk(idx, attention_mask)
+        logits = self.head_logits(h, attn_mask)  # (k, B, T, V)
+        tgt, w = _token_weights(targets, loss_mask, attention_mask, logits.size(0))
+        ce = F.cross_entropy(logits.float().flatten(0, 2), tgt.flatten(), ignore_index=-1,
+                             reduction='none').view_as(w)
+        return (ce * w).sum(dim=(1, 2)), w.sum(dim=(1, 2)), logits[0]
+
+    def forward(self, idx, targets=None, attention_mask=None, loss_mask=None,
+                loss_norm=None, last_only=False):
+        """Returns (logits (B, T, V) of head 1, loss or None).
+
+        loss = sum over heads of head_weight_i * (weighted CE sum of head i) / loss_norm_i.
+        loss_norm (k,) defaults to this batch's own supervised weight; train.py passes the
+        whole accumulated batch's. A head with nothing to supervise gives 0, not NaN.
+        last_only: logits of the last position only (generation shortcut, as in nanoGPT)."""
+        if targets is None:
+            h, _ = self.trunk(idx, attention_mask)
+            if last_only:
+                h = h[:, [-1], :]
+            return self.lm_head(self.transformer.ln_f(h)), None
+        head_sums, weights, logits = self.loss_terms(idx, targets, attention_mask, loss_mask)
+        if loss_norm is None:
+            loss_norm = weights.detach()
+        # with zero supervised weight head_sums is exactly 0 (and so is its gradient)
+        head_losses = head_sums / loss_norm.clamp(min=1e-8)
+        return logits, (head_losses * self.head_weights(head_losses)).sum()
+
+    def head_weights(self, like):
+        """Normalised weights of the heads' losses (uniform unless train.py sets
+        future_head_weights)."""
+        k = self.config.n_future
+        hw = getattr(self, 'future_head_weights', None)
+        hw = torch.ones(k) if hw is None else torch.as_tensor(hw, dtype=torch.float32)
+        assert hw.numel() == k, f"future_head_weights needs {k} values, got {hw.numel()}"
+        return (hw / hw.sum()).to(like.device)
+
+    def crop_block_size(self, block_size):
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def resize_vocab(self, vocab_size):
+        """Grow the (tied) embedding for new special tokens: old rows kept, new rows freshly
+        initialised (mean of the old rows + N(0, 0.02))."""
+        old = self.lm_head.weight.data
+        if vocab_size == old.size(0):
+            return
+        assert vocab_size > old.size(0), "the vocabulary can only grow"
+        new = old.new_empty(vocab_size, old.size(1))
+        new[:old.size(0)] = old
+        new[old.size(0):] = old.mean(0) + 0.02 * torch.randn_like(new[old.size(0):])
+        self.lm_head.weight = nn.Parameter(new)
+        self.transformer.wte.weight = self.lm_head.weight
+        self.config.vocab_size = vocab_size
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        # weight decay on 2-D tensors (matmuls, embeddings) only; biases and norms not
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{'params': decay, 'weight_decay': weight_decay},
+                  {'params': no_decay, 'weight_decay': 0.0}]
+        extra = dict(fused=True) if device_type == 'cuda' else dict()
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops=989e12):
+        """Model flops utilization; default peak = H100 bf16 dense (A100: 312e12)."""
+        N, cfg = self.get_num_params(), self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        flops_per_token = 6 * N + 12 * L * H * Q * T
+        return flops_per_token * tokens_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token=None):
+        """Autoregressive sampling with head 1 (causal models only)."""
+        assert self.config.causal, "generate() needs a causal model; use sample.py --mode=diffusion"
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond, last_only=True)
+            logits = logits[:, -1, :]
+            if temperature == 0:  # greedy
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('Inf')
+                idx_next = torch.multinomial(F.softmax(logits.double(), dim=-1), num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+            if stop_token is not None and bool((idx_next == stop_token).all()):
+                break
+        return idx

@@ -1,0 +1,49 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault('WANDB_MODE', 'disabled')
+SHARED = os.path.join(ROOT, '..', 'shared', 'data')
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # small models run faster single-threaded; 2 CPU cores in CI
+
+
+def shakespeare_text(n_chars=200_000):
+    """The first n_chars of tiny Shakespeare from ../shared, or a synthetic stand-in."""
+    path = os.path.join(SHARED, 'tinyshakespeare', 'input.txt')
+    if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+            return f.read(n_chars)
+    import random
+    rnd = random.Random(0)
+    words = ['the', 'king', 'shall', 'speak', 'of', 'love', 'and', 'death', 'my', 'lord']
+    return '\n'.join(' '.join(rnd.choice(words) for _ in range(8)) for _ in range(n_chars // 40))
+
+
+@pytest.fixture(scope='session')
+def data_root(tmp_path_factory):
+    """A data root holding 'tiny_char': character-level Shakespeare, 200k chars."""
+    root = tmp_path_factory.mktemp('data')
+    src = root / 'input.txt'
+    src.write_text(shakespeare_text())
+    sys.path.insert(0, os.path.join(ROOT, 'data', 'shakespeare_char'))
+    from prepare import main as prepare_char
+    sys.path.pop(0)
+    prepare_char(['--input', str(src), '--out_dir', str(root / 'tiny_char')])
+    return str(root)
+
+
+TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
+        '--block_size=32', '--batch_size=8', '--eval_iters=2', '--log_interval=1',
+        '--warmup_iters=0', '--learning_rate=3e-3', '--min_lr=3e-4']
+
+
+@pytest.fixture
+def tiny_args(data_root, tmp_path):
+    """train.py flags for a tiny, fast CPU model on tiny_char, writing into tmp_path."""
+    return TINY + [f'--data_root={data_root}', '--dataset=tiny_char', f'--out_dir={tmp_path}/out']

@@ -1,0 +1,177 @@
+"""The masked cross-entropy and the attention mask of the one GPT."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import GPT, GPTConfig, build_attn_mask, future_targets, supervised_weights
+
+
+def tiny(causal=True, **kw):
+    torch.manual_seed(0)
+    cfg = dict(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16, causal=causal)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+def batch(B=3, T=10, V=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(V, (B, T), generator=g)
+    y = torch.randint(V, (B, T), generator=g)
+    return x, y
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_loss_equals_hand_computed_masked_ce(causal):
+    model = tiny(causal)
+    x, y = batch()
+    y[0, :4] = -1
+    y[2, 7] = -1
+    loss_mask = torch.rand(y.shape, generator=torch.Generator().manual_seed(1))
+    loss_mask[1, 2] = 0.0
+    logits, loss = model(x, y, loss_mask=loss_mask)
+    logp = F.log_softmax(logits.double(), -1)
+    num = den = 0.0
+    for b in range(y.size(0)):
+        for t in range(y.size(1)):
+            if y[b, t] != -1:
+                num += -logp[b, t, y[b, t]].item() * loss_mask[b, t].item()
+                den += loss_mask[b, t].item()
+    assert loss.item() == pytest.approx(num / den, rel=1e-5)
+
+
+def test_loss_mask_of_ones_equals_no_mask_and_bool_equals_float():
+    model = tiny()
+    x, y = batch()
+    y[1, 3:] = -1
+    _, plain = model(x, y)
+    _, ones = model(x, y, loss_mask=torch.ones_like(y, dtype=torch.float))
+    assert torch.allclose(plain, ones)
+    keep = torch.rand(y.shape, generator=torch.Generator().manual_seed(3)) > 0.5
+    _, as_bool = model(x, y, loss_mask=keep)
+    _, as_ignore = model(x, torch.where(keep, y, -1))
+    assert torch.allclose(as_bool, as_ignore)
+
+
+def test_ignored_positions_get_zero_gradient():
+    model = tiny().train()
+    x, y = batch()
+    y[0, 5:] = -1
+    loss_mask = torch.ones(y.shape)
+    loss_mask[1, :3] = 0
+    captured = {}
+
+    def keep(module, inputs, out):
+        out.retain_grad()
+        captured['h'] = out
+    hook = model.transformer.ln_f.register_forward_hook(keep)
+    _, loss = model(x, y, loss_mask=loss_mask)
+    loss.backward()
+    hook.remove()
+    g = captured['h'].grad.abs().sum(-1)  # (B, T): gradient reaching each position's output
+    assert (g[0, 5:] == 0).all() and (g[1, :3] == 0).all()
+    assert (g[0, :5] > 0).all() and (g[1, 3:] > 0).all() and (g[2] > 0).all()
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_tokens_behind_attention_mask_change_nothing_at_real_positions(causal):
+    model = tiny(causal)
+    x, y = batch()
+    am = torch.ones_like(x, dtype=torch.bool)
+    am[0, 7:] = False       # right padding
+    am[1, :2] = False       # left padding
+    am[2, 4] = False        # a hole
+    x2 = torch.where(am, x, (x + 5) % 11)
+    l1, loss1 = model(x, y, attention_mask=am)
+    l2, loss2 = model(x2, y, attention_mask=am)
+    assert torch.allclose(l1[am], l2[am], atol=1e-6)
+    assert torch.allclose(loss1, loss2)
+    # and the mask is not a no-op: without it the real positions do change
+    l3, _ = model(x2, y)
+    assert not torch.allclose(l1[am], l3[am], atol=1e-4)
+
+
+def test_attention_mask_polarity_and_broadcast():
+    am = torch.tensor([[True, True, False], [False, True, True]])
+    m = build_attn_mask(am, causal=False)
+    assert m.shape == (2, 1, 3, 3)
+    # key j visible to query i iff am[b, j] (or i == j)
+    assert m[0, 0].tolist() == [[True, True, False], [True, True, False], [True, True, True]]
+    assert m[1, 0].tolist() == [[True, True, True], [False, True, True], [False, True, True]]
+    mc = build_attn_mask(am, causal=True)
+    assert mc[1, 0].tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+    assert build_attn_mask(None, causal=True) is None
+
+
+def test_masked_positions_are_never_supervised():
+    model = tiny(False)
+    x, y = batch()
+    am = torch.ones_like(x, dtype=torch.bool)
+    am[:, 6:] = False
+    _, a = model(x, y, attention_mask=am)
+    _, b = model(x, torch.where(am, y, -1), attention_mask=am)
+    assert torch.allclose(a, b)
+    w = supervised_weights(y, attention_mask=am)
+    assert w.tolist() == [18.0]
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_no_nan_with_all_masked_row_or_all_ignored_batch(causal):
+    model = tiny(causal, n_future=2).train()
+    x, y = batch()
+    am = torch.ones_like(x, dtype=torch.bool)
+    am[1] = False  # a row with nothing to attend to
+    logits, loss = model(x, y, attention_mask=am)
+    loss.backward()
+    assert torch.isfinite(logits).all() and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad()
+    _, loss = model(x, torch.full_like(y, -1))  # nothing supervised anywhere
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() and (p.grad == 0).all()
+               for p in model.parameters() if p.grad is not None)
+    _, loss = model(x, y, loss_mask=torch.zeros(y.shape))
+    assert loss.item() == 0.0
+
+
+def test_global_normalisation_over_micro_batches_equals_one_big_batch():
+    model = tiny()
+    x, y = batch(B=4)
+    y[0, :8] = -1  # micro-batches with very different supervised counts
+    halves = [(x[:2], y[:2]), (x[2:], y[2:])]
+    norm = sum(supervised_weights(yy) for _, yy in halves)
+    total = sum(model(xx, yy, loss_norm=norm)[1] for xx, yy in halves)
+    _, whole = model(x, y)
+    assert torch.allclose(total, whole)
+    mean_of_means = sum(model(xx, yy)[1] for xx, yy in halves) / 2
+    assert not torch.allclose(mean_of_means, whole)  # the naive average is different
+
+
+def test_future_targets_shift_targets_and_masks_together():
+    y = torch.tensor([[1, 2, 3, -1, 5]])
+    w = torch.tensor([[1., 1., 0., 0., 1.]])
+    tgt, ww = future_targets(y, w, 3)
+    assert tgt[0].tolist() == [[1, 2, 3, -1, 5]]
+    assert tgt[1].tolist() == [[2, 3, -1, 5, -1]]
+    assert tgt[2].tolist() == [[3, -1, 5, -1, -1]]
+    assert ww[2].tolist() == [[0., 0., 1., 0., 0.]]
+
+
+def test_last_only_logits_match_full_logits():
+    model = tiny()
+    x, _ = batch()
+    full, _ = model(x)
+    last, _ = model(x, last_only=True)
+    assert full.shape == (3, 10, 11) and last.shape == (3, 1, 11)
+    assert torch.allclose(full[:, -1:], last, atol=1e-6)
+
+
+def test_resize_vocab_keeps_old_rows():
+    model = tiny()
+    old = model.lm_head.weight.detach().clone()
+    model.resize_vocab(14)
+    assert model.lm_head.weight.shape == (14, 16)
+    assert model.transformer.wte.weight is model.lm_head.weight
+    assert torch.equal(model.lm_head.weight[:11], old)
+    logits, _ = model(torch.tensor([[12, 13, 1]]))
+    assert logits.shape[-1] == 14

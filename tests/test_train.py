@@ -1,0 +1,116 @@
+"""train.py end to end on a tiny CPU model: learning, exact resume, DDP, bad input."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sample
+import train
+from configurator import ConfigError
+from utils import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def losses(hist, start=0):
+    return [h['loss'] for h in hist['train'] if h['iter'] >= start]
+
+
+def test_tiny_run_lowers_the_loss_and_samples(tiny_args, tmp_path):
+    hist = train.main(tiny_args + ['--max_iters=60', '--eval_interval=30'])
+    ev = hist['eval']
+    assert [e['iter'] for e in ev] == [0, 30, 60]
+    assert ev[-1]['val'] < ev[0]['val'] - 0.8  # from ~ln(65)=4.17 to < 3.4
+    assert os.path.exists(tmp_path / 'out' / 'ckpt.pt')
+    outs = sample.main([f'--out_dir={tmp_path}/out', '--num_samples=2', '--max_new_tokens=20',
+                        '--start=ROMEO:', '--temperature=0'])
+    assert len(outs) == 2 and outs[0] == outs[1] and outs[0].startswith('ROMEO:')
+    assert len(outs[0]) == len('ROMEO:') + 20
+
+
+def test_resume_gives_the_same_losses_as_a_straight_run(tiny_args, tmp_path):
+    args = tiny_args + ['--dropout=0.1', '--eval_interval=8', '--lr_decay_iters=16']
+    straight = train.main(args + ['--max_iters=16', f'--out_dir={tmp_path}/a'])
+    train.main(args + ['--max_iters=8', f'--out_dir={tmp_path}/b'])
+    resumed = train.main(args + ['--max_iters=16', f'--out_dir={tmp_path}/b', '--init_from=resume'])
+    assert losses(resumed)[0] != losses(straight)[0]  # the resumed run starts at iter 8
+    assert losses(resumed) == pytest.approx(losses(straight, start=8), abs=1e-6)
+    assert resumed['eval'][-1]['val'] == pytest.approx(straight['eval'][-1]['val'], abs=1e-6)
+
+
+def test_gradient_accumulation_matches_ddp_on_gloo(tiny_args, tmp_path):
+    """2 processes x 1 micro-batch == 1 process x 2 micro-batches (same global batch)."""
+    common = [a for a in tiny_args if not a.startswith('--out_dir')] + [
+        '--max_iters=6', '--eval_interval=100', '--gradient_accumulation_steps=2']
+    single = train.main(common + [f'--out_dir={tmp_path}/single'])
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ROOT)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           os.path.join(ROOT, 'train.py')] + common + [f'--out_dir={tmp_path}/ddp']
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ddp = [float(line.split('loss ')[1].split(',')[0]) for line in out.stdout.splitlines()
+           if line.startswith('iter ')]
+    assert len(ddp) == 6
+    assert ddp == pytest.approx(losses(single), abs=1e-4)
+    assert out.stdout.count('saved checkpoint') == 1  # rank 0 only
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_args, tmp_path):
+    args = tiny_args + ['--eval_interval=5', '--grad_clip=0.0']
+    train.main(args + ['--max_iters=5'])
+    ckpt = tmp_path / 'out' / 'ckpt.pt'
+    before = ckpt.read_bytes()
+    with pytest.raises(SystemExit, match='not finite|loss is nan'):
+        train.main(args + ['--max_iters=10', '--init_from=resume', '--learning_rate=1e30',
+                           '--min_lr=1e30'])
+    assert ckpt.read_bytes() == before
+    torch.load(ckpt, weights_only=False)
+
+
+def test_bad_inputs_are_clear_errors(tiny_args, data_root, tmp_path):
+    with pytest.raises(DataError, match='dataset folder .*nope not found'):
+        train.main(tiny_args + ['--dataset=nope'])
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    for name in ('train.bin', 'val.bin'):
+        (bad / name).write_bytes(np.arange(100, dtype=np.uint16).tobytes())
+    (bad / 'meta.pkl').write_bytes(b'not a pickle')
+    args = tiny_args + [f'--data_root={tmp_path}', '--dataset=bad']
+    with pytest.raises(DataError, match='meta.pkl is corrupt'):
+        train.main(args)
+    (bad / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': 50}))
+    with pytest.raises(DataError, match='token id 99 >= vocab_size 50'):
+        train.main(args)
+    (bad / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': 200}))
+    with pytest.raises(DataError, match='too few for --block_size=128'):
+        train.main(args + ['--block_size=128'])
+    with pytest.raises(ConfigError, match="unknown config key 'n_layers'"):
+        train.main(tiny_args + ['--n_layers=3'])
+    with pytest.raises(DataError, match='--objective=bert is unknown'):
+        train.main(tiny_args + ['--objective=bert'])
+
+
+def test_init_from_checkpoint_keeps_architecture_and_takes_training_params(tiny_args, tmp_path):
+    train.main(tiny_args + ['--max_iters=2', '--eval_interval=100'])
+    base = str(tmp_path / 'out' / 'ckpt.pt')
+    with pytest.raises(ConfigError, match='--n_layer=3 conflicts with .*n_layer=2'):
+        train.main(tiny_args + [f'--init_from={base}', '--n_layer=3', f'--out_dir={tmp_path}/x'])
+    model, ckpt = train.build_model({**train.DEFAULTS, 'init_from': base, 'dropout': 0.2,
+                                     'n_layer': 12, 'block_size': 32}, set(),
+                                    type('S', (), {'vocab_size': 70, 'causal': True,
+                                                   'meta': None})(), 'cpu')
+    assert model.config.n_layer == 2 and model.config.dropout == 0.2
+    assert model.transformer.drop.p == 0.2 and model.config.vocab_size == 70
+
+
+def test_sample_refuses_bidirectional_checkpoint(tiny_args, tmp_path):
+    train.main(tiny_args + ['--max_iters=1', '--eval_interval=100'])
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=False)
+    ckpt['model_args']['causal'] = False
+    torch.save(ckpt, tmp_path / 'bi.pt')
+    with pytest.raises(ConfigError, match='bidirectional'):
+        sample.main([f'--ckpt={tmp_path}/bi.pt'])
