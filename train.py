@@ -8,6 +8,7 @@ The loss of a step is the mean over the supervised tokens of the whole accumulat
 (all micro-batches, all ranks): the supervised weight is counted before the forward passes
 and every micro-batch loss is its weighted CE sum divided by that global count.
 """
+import hashlib
 import math
 import os
 import sys
@@ -44,8 +45,10 @@ DEFAULTS = dict(
 
 
 def mix_seed(*parts):
-    """A deterministic 63-bit seed from ints (Python's int-tuple hash is not randomised)."""
-    return hash(tuple(parts)) & ((1 << 63) - 1)
+    """A 63-bit seed from ints and strings, the same in every process (Python's hash() of a
+    str is randomised per process, which would break resume after a restart)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, 'little') >> 1
 
 
 def get_lr(it, cfg):

@@ -114,3 +114,17 @@ def test_sample_refuses_bidirectional_checkpoint(tiny_args, tmp_path):
     torch.save(ckpt, tmp_path / 'bi.pt')
     with pytest.raises(ConfigError, match='bidirectional'):
         sample.main([f'--ckpt={tmp_path}/bi.pt'])
+
+
+def test_init_from_checkpoint_with_another_vocabulary_is_an_error(tiny_args, tmp_path):
+    train.main(tiny_args + ['--max_iters=1', '--eval_interval=100'])
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=False)
+    ckpt['meta']['itos'] = {i: chr(200 + i) for i in ckpt['meta']['itos']}  # other characters
+    torch.save(ckpt, tmp_path / 'other.pt')
+    with pytest.raises(DataError, match="different vocabulary than dataset 'tiny_char'"):
+        train.main(tiny_args + [f'--init_from={tmp_path}/other.pt', f'--out_dir={tmp_path}/y'])
+    ckpt['meta'] = None
+    ckpt['model_args']['vocab_size'] = 500
+    torch.save(ckpt, tmp_path / 'big.pt')
+    with pytest.raises(DataError, match='vocab_size 500 but dataset'):
+        train.main(tiny_args + [f'--init_from={tmp_path}/big.pt', f'--out_dir={tmp_path}/z'])
