@@ -16,6 +16,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+try:  # FlexAttention: the CUDA fast path for key-masked batches (no backward on CPU here)
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover - older torch
+    BlockMask = create_block_mask = flex_attention = None
+_compiled_flex = None
+
 
 @dataclass
 class GPTConfig:
@@ -52,7 +58,9 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout_p = self.dropout if self.training else 0.0
-        if attn_mask is None:
+        if BlockMask is not None and isinstance(attn_mask, BlockMask):
+            y = _flex(q, k, v, attn_mask)
+        elif attn_mask is None:
             # no mask tensor: CUDA may pick the flash kernel
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=self.causal)
         else:
@@ -105,6 +113,38 @@ def build_attn_mask(attention_mask, causal):
     return mask
 
 
+def select_attention(attn_impl, device_type, has_mask, dropout_active):
+    """Which attention kernel a forward uses: 'sdpa' (no mask tensor: flash on CUDA),
+    'sdpa_mask' (bool key mask; the CPU path) or 'flex' (FlexAttention block mask).
+    attn_impl: 'auto' picks flex only on CUDA for masked batches without dropout (flex has no
+    dropout); 'sdpa' never uses flex; 'flex' forces it (tests use it to check the masks)."""
+    if not has_mask:
+        return 'sdpa'
+    if attn_impl == 'flex' or (attn_impl == 'auto' and device_type == 'cuda' and not dropout_active
+                               and flex_attention is not None):
+        return 'flex'
+    return 'sdpa_mask'
+
+
+def build_block_mask(attention_mask, causal):
+    """FlexAttention twin of build_attn_mask: same rule (key real, or self; causal)."""
+    B, T = attention_mask.shape
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = attention_mask[b, kv_idx] | (q_idx == kv_idx)
+        return keep & (kv_idx <= q_idx) if causal else keep
+    return create_block_mask(mask_mod, B, None, T, T, device=attention_mask.device)
+
+
+def _flex(q, k, v, block_mask):
+    global _compiled_flex
+    if q.device.type != 'cuda':  # eager flex: correct but slow, used by CPU tests only
+        return flex_attention(q, k, v, block_mask=block_mask)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
 def future_targets(targets, weights, n_future):
     """Head-1 targets/weights (B, T) -> per-head (k, B, T), head i shifted left by i-1.
 
@@ -143,6 +183,7 @@ class GPT(nn.Module):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
+        self.attn_impl = 'auto'  # see select_attention; train.py sets it from --attn_impl
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
@@ -180,7 +221,10 @@ class GPT(nn.Module):
         assert T <= self.config.block_size, f"sequence length {T} > block_size {self.config.block_size}"
         pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        attn_mask = build_attn_mask(attention_mask, self.config.causal)
+        impl = select_attention(self.attn_impl, idx.device.type, attention_mask is not None,
+                                self.training and self.config.dropout > 0)
+        attn_mask = (build_block_mask(attention_mask, self.config.causal) if impl == 'flex'
+                     else build_attn_mask(attention_mask, self.config.causal))
         for block in self.transformer.h:
             x = block(x, attn_mask)
         return x, attn_mask

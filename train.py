@@ -40,6 +40,7 @@ DEFAULTS = dict(
     grad_clip=1.0, decay_lr=True, warmup_iters=2000, lr_decay_iters=600000, min_lr=6e-5,
     # system
     backend='nccl', device='auto', dtype='auto', compile=True, seed=1337, num_threads=0,
+    attn_impl='auto',  # 'auto' | 'sdpa' | 'flex': kernel for masked batches (model.select_attention)
     **batches.all_defaults(),
 )
 
@@ -174,6 +175,7 @@ def main(argv=None):
     torch.manual_seed(cfg['seed'])  # same init on every rank
     model, ckpt = build_model(cfg, explicit, source, device)
     model.future_head_weights = cfg['future_head_weights']
+    model.attn_impl = cfg['attn_impl']
     model.to(device)
     iter_num, best_val_loss = 0, 1e9
     scaler = torch.amp.GradScaler(device_type, enabled=(cfg['dtype'] == 'float16'))

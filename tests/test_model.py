@@ -175,3 +175,32 @@ def test_resize_vocab_keeps_old_rows():
     assert torch.equal(model.lm_head.weight[:11], old)
     logits, _ = model(torch.tensor([[12, 13, 1]]))
     assert logits.shape[-1] == 14
+
+
+def test_attention_kernel_selection():
+    from model import select_attention
+    assert select_attention('auto', 'cuda', has_mask=False, dropout_active=False) == 'sdpa'
+    assert select_attention('auto', 'cpu', has_mask=True, dropout_active=False) == 'sdpa_mask'
+    assert select_attention('auto', 'cuda', has_mask=True, dropout_active=False) == 'flex'
+    assert select_attention('auto', 'cuda', has_mask=True, dropout_active=True) == 'sdpa_mask'
+    assert select_attention('sdpa', 'cuda', has_mask=True, dropout_active=False) == 'sdpa_mask'
+    assert select_attention('flex', 'cpu', has_mask=True, dropout_active=False) == 'flex'
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_flex_block_mask_matches_sdpa_bool_mask(causal):
+    """The CUDA fast path's mask has the same meaning as the CPU one (flex forward runs on
+    CPU in eager mode; its backward does not, so only the forward is compared)."""
+    import warnings
+    model = tiny(causal)
+    x, y = batch(B=3, T=16)
+    am = torch.ones_like(x, dtype=torch.bool)
+    am[0, 9:] = False
+    am[1, :3] = False
+    am[2] = False
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ref, ref_loss = model(x, y, attention_mask=am)
+        model.attn_impl = 'flex'
+        got, got_loss = model(x, y, attention_mask=am)
+    assert torch.allclose(ref, got, atol=1e-5) and torch.allclose(ref_loss, got_loss, atol=1e-6)
