@@ -192,7 +192,11 @@ def main(argv=None):
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
     if cfg['wandb_log'] and master:
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("--wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline "
+                              "logs without an account)") from None
         wandb.init(project=cfg['wandb_project'], name=cfg['wandb_run_name'], config=cfg)
     k = raw_model.config.n_future
     ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
