@@ -172,7 +172,9 @@ class PathStar(Source):
                 return {}
             r = pathstar.evaluate_paths(model, rows[:n], self.meta, mode, device=device)
             out[f'{split}_path_acc'] = r['exact_match']
-            out[f'{split}_pos_acc'] = ' '.join(f"{p:.3f}" for p in r['per_position'])
+            out[f'{split}_pos_acc'] = pathstar.fmt(r['per_position'])
+            if split == 'val' and 'tf_per_position' in r:  # given the true prefix
+                out['val_tf_pos_acc'] = pathstar.fmt(r['tf_per_position'])
         if self.meta.get('format') == 'inweights':  # edge facts: is v recalled from u?
             rows = self.rows['train']
             rows = rows[rows[:, 0] == self.meta['edge_token']][:n]

@@ -206,13 +206,14 @@ def evaluate_paths(model, rows, meta, mode='greedy', answer_start=None, answer_l
 
     greedy: autoregressive argmax decoding from the prefix rows[:, :answer_start].
     parallel (teacherless): one pass over the prefix + answer_len-1 '$' tokens; position
-    answer_start-1+i predicts answer token i. Returns dict(exact_match, per_position, n)."""
+    answer_start-1+i predicts answer token i. Returns dict(exact_match, per_position, n), and
+    for greedy tf_per_position: accuracy of each answer token given the true earlier ones."""
     rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
     a = meta['answer_start'] if answer_start is None else answer_start
     L = meta['answer_len'] if answer_len is None else answer_len
     was_training = model.training
     model.eval()
-    preds = []
+    preds, tf = [], []
     for chunk in rows.split(batch_size):
         idx = chunk[:, :a].to(device)
         if mode == 'greedy':
@@ -220,6 +221,9 @@ def evaluate_paths(model, rows, meta, mode='greedy', answer_start=None, answer_l
                 logits, _ = model(idx, last_only=True)
                 idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], 1)
             preds.append(idx[:, a:].cpu())
+            # teacher-forced: each answer token given the TRUE previous ones (one pass)
+            logits, _ = model(chunk[:, :a + L - 1].to(device))
+            tf.append(logits[:, a - 1:].argmax(-1).cpu())
         elif mode == 'parallel':
             dollar = meta.get('teacherless_token')
             if dollar is None:
@@ -231,8 +235,11 @@ def evaluate_paths(model, rows, meta, mode='greedy', answer_start=None, answer_l
             raise ValueError(f"mode={mode!r}: use 'greedy' or 'parallel'")
     model.train(was_training)
     correct = torch.cat(preds) == rows[:, a:a + L]  # (n, L)
-    return dict(exact_match=correct.all(1).float().mean().item(),
-                per_position=correct.float().mean(0).tolist(), n=len(rows))
+    out = dict(exact_match=correct.all(1).float().mean().item(),
+               per_position=correct.float().mean(0).tolist(), n=len(rows))
+    if tf:
+        out['tf_per_position'] = (torch.cat(tf) == rows[:, a:a + L]).float().mean(0).tolist()
+    return out
 
 
 def read_rows(data_dir, split, meta):
@@ -257,9 +264,17 @@ def default_name(a):
     return name + (f"_s{a.seed}" if a.seed else '')
 
 
-def evaluate_checkpoint(a):
+def fmt(xs):
+    return ' '.join(f"{x:.3f}" for x in xs)
+
+
+def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
+    """Path accuracy of a checkpoint (or out_dir) on the first num_eval val and train rows of
+    the dataset it was trained on: {'val': evaluate_paths(...), 'train': ...}."""
     from sample import load_checkpoint
-    model, ckpt = load_checkpoint(a.evaluate, a.device)
+    if not path.endswith('.pt'):  # an out_dir
+        path = os.path.join(path, 'ckpt.pt')
+    model, ckpt = load_checkpoint(path, device)
     cfg, meta = ckpt['config'], ckpt['meta']
     data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
     mode = 'parallel' if cfg.get('pathstar_teacherless') else 'greedy'
@@ -268,10 +283,12 @@ def evaluate_checkpoint(a):
         rows = read_rows(data_dir, split, meta)
         if meta['format'] == 'inweights':
             rows = rows[rows[:, 0] == meta['path_token']]
-        r = evaluate_paths(model, rows[:a.num_eval], meta, mode, device=a.device)
+        r = evaluate_paths(model, rows[:num_eval], meta, mode, device=device)
         out[split] = r
-        print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows ({mode}), per position "
-              + ' '.join(f"{p:.3f}" for p in r['per_position']))
+        if verbose:
+            print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows ({mode}), per "
+                  f"position " + fmt(r['per_position']) + ('; given the true prefix ' +
+                  fmt(r['tf_per_position']) if 'tf_per_position' in r else ''))
     return out
 
 
@@ -293,12 +310,12 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--data_root', default='data')
     p.add_argument('--name', default=None, help='dataset folder name (default: descriptive)')
-    p.add_argument('--evaluate', default=None, help='checkpoint: print its path accuracy')
+    p.add_argument('--evaluate', default=None, help='checkpoint or out_dir: its path accuracy')
     p.add_argument('--num_eval', type=int, default=1000)
     p.add_argument('--device', default='cpu')
     a = p.parse_args(argv)
     if a.evaluate:
-        return evaluate_checkpoint(a)
+        return evaluate_checkpoint(a.evaluate, a.num_eval, a.device)
     if a.mode == 'incontext':
         train, val, meta = make_incontext(a.d, a.l, a.N or 50, a.num_train, a.num_val, a.pauses,
                                           a.reverse, a.grouped, a.query_first, a.seed)

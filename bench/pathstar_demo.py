@@ -6,7 +6,7 @@ The path-star demo (README "Path-star"): the Clever-Hans failure of teacher forc
     python bench/pathstar_demo.py --reuse          # only print the table of finished runs
 
 Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one thread, logging to
-<out_dir>/train.log; the table reads the last evaluation line of each log. Datasets are made
+<out_dir>/train.log; the table evaluates each run's final checkpoint (pathstar.evaluate_checkpoint). Datasets are made
 with pathstar.py when missing.
 """
 import argparse
@@ -52,6 +52,7 @@ def main(argv=None):
     p.add_argument('--jobs', type=int, default=2, help='trainings at once, one thread each')
     p.add_argument('--num_train', type=int, default=50_000)
     p.add_argument('--reuse', action='store_true', help='keep finished runs, print the table')
+    p.add_argument('--num_eval', type=int, default=500, help='val and train rows evaluated')
     a = p.parse_args(argv)
     os.chdir(ROOT)
     runs = []
@@ -82,19 +83,22 @@ def main(argv=None):
                 walls[r[0]] = time.time() - r[2]
                 if r[1].returncode:
                     sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see its train.log")
-    print(f"\npath accuracy after {M} iterations (3 layers x 64, 50k train graphs, "
-          f"500 held-out / 500 train rows, greedy decoding)\n")
-    print('| run | val exact-match | val per-position | train exact-match | val loss | '
-          'expected | wall |')
+    print(f"\npath accuracy after {M} iterations (3 layers x 64, {a.num_train // 1000}k train "
+          f"graphs; {a.num_eval} held-out and {a.num_eval} train rows; greedy decoding; 'given "
+          f"the true prefix' = teacher-forced accuracy of each answer token)\n")
+    print('| run | val exact-match | val per-position | val per-position given the true prefix '
+          '| train exact-match | expected | wall |')
     print('|---|---|---|---|---|---|---|')
     for label, _, log, expect in runs:
-        e = last_eval(log, M)
-        if e is None:
-            print(f'| {label} | (no finished run in {log}) |||||')
+        if last_eval(log, M) is None:
+            print(f'| {label} | (no finished {M}-iteration run in {log}) ||||||')
             continue
+        r = pathstar.evaluate_checkpoint(os.path.dirname(log), a.num_eval, verbose=False)
         wall = f"{walls[label] / 60:.1f} min" if label in walls else '(reused)'
-        print(f"| {label} | {float(e['val_path_acc']):.3f} | {e['val_pos_acc']} | "
-              f"{float(e['train_path_acc']):.3f} | {float(e['val']):.4f} | {expect} | {wall} |")
+        v = r['val']
+        print(f"| {label} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
+              f"{pathstar.fmt(v['tf_per_position'])} | {r['train']['exact_match']:.3f} | "
+              f"{expect} | {wall} |")
 
 
 if __name__ == '__main__':

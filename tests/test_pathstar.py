@@ -230,6 +230,11 @@ def test_evaluate_paths_greedy_and_parallel():
         assert r['n'] == 40 and r['exact_match'] == pytest.approx(0.5)
         # greedy feeds its own wrong token back; the oracle still matches by prefix
         assert r['per_position'] == pytest.approx([1, 0.5, 1, 1, 1])
+    # teacher-forced: the oracle is wrong only at answer index 1, for half the rows
+    assert r.get('tf_per_position') is None
+    r = pathstar.evaluate_paths(Oracle(va, meta['answer_start'], meta['vocab_size'], bad=2), va,
+                                meta, 'greedy')
+    assert r['tf_per_position'] == pytest.approx([1, 1, 0.5, 1, 1])
 
 
 def test_training_on_pathstar_reports_path_accuracy(tmp_path):
