@@ -81,6 +81,7 @@ def make_incontext(d, l, N, num_train, num_val, pauses=0, reverse=False, grouped
     if num_train < 1 or num_val < 1:
         raise DataError(f"--num_train={num_train} --num_val={num_val}: both must be >= 1")
     rng = np.random.default_rng(seed)
+    chunk = max(1000, min(chunk, 20_000_000 // N))  # the (chunk, N) label argsort stays < 80 MB
     fmt = dict(pauses=pauses, reverse=reverse, grouped=grouped, query_first=query_first)
     out, seen, t0 = {}, None, time.time()
     for split, want in (('train', num_train), ('val', num_val)):
