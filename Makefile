@@ -15,8 +15,14 @@ test: .venv/ok
 data/shakespeare_char/train.bin: .venv/ok
 	$(PY) data/shakespeare_char/prepare.py $(if $(SHAKESPEARE),--input=$(SHAKESPEARE))
 
-demo: .venv/ok data/shakespeare_char/train.bin
+# the main demo: path-star datasets (pathstar.py), 3 trainings two at a time, the table
+# (README "Path-star"); DEMO_ITERS shortens or lengthens every run
+DEMO_ITERS ?= 1500
+demo: .venv/ok
+	WANDB_MODE=disabled $(PY) bench/pathstar_demo.py --max_iters=$(DEMO_ITERS)
+
+demo-shakespeare: .venv/ok data/shakespeare_char/train.bin
 	WANDB_MODE=disabled $(PY) train.py config/train_shakespeare_char.py
 	$(PY) sample.py --out_dir=out-shakespeare-char --num_samples=1 --max_new_tokens=300
 
-.PHONY: test demo
+.PHONY: test demo demo-shakespeare

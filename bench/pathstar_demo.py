@@ -1,0 +1,105 @@
+"""
+The path-star demo (README "Path-star"): the Clever-Hans failure of teacher forcing.
+
+    python bench/pathstar_demo.py                  # datasets + 3 trainings (2 at a time) + table
+    python bench/pathstar_demo.py --max_iters=600  # shorter
+    python bench/pathstar_demo.py --reuse          # only print the table of finished runs
+
+Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one thread, logging to
+<out_dir>/train.log; the table evaluates each run's final checkpoint (pathstar.evaluate_checkpoint). Datasets are made
+with pathstar.py when missing.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import pathstar  # noqa: E402
+from configurator import load_config  # noqa: E402
+from train import DEFAULTS  # noqa: E402
+
+# (label, config, pathstar.py flags, what the known result is)
+RUNS = [
+    ('G(5,5) forward, teacher forcing', 'config/pathstar_d5_l5.py',
+     ['--d=5', '--l=5', '--N=50'], '~1/5'),
+    ('G(2,5) forward, teacher forcing', 'config/pathstar_d2_l5.py',
+     ['--d=2', '--l=5', '--N=50'], '~1/2'),
+    ('G(2,5) reverse targets', 'config/pathstar_d2_l5_rev.py',
+     ['--d=2', '--l=5', '--N=50', '--reverse'], '>= 0.99'),
+]
+
+
+def last_eval(log, max_iters):
+    """The k=v pairs of the log's 'step <max_iters>:' line, or None if the run is unfinished."""
+    if not os.path.exists(log):
+        return None
+    lines = [ln for ln in open(log) if ln.startswith(f'step {max_iters}:')]
+    if not lines:
+        return None
+    out = {}
+    for part in lines[-1].split(':', 1)[1].split(', '):
+        k, v = part.strip().split('=', 1)
+        out[k] = v
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument('--max_iters', type=int, default=1500)
+    p.add_argument('--jobs', type=int, default=2, help='trainings at once, one thread each')
+    p.add_argument('--num_train', type=int, default=50_000)
+    p.add_argument('--reuse', action='store_true', help='keep finished runs, print the table')
+    p.add_argument('--num_eval', type=int, default=500, help='val and train rows evaluated')
+    a = p.parse_args(argv)
+    os.chdir(ROOT)
+    runs = []
+    for label, config, flags, expect in RUNS:
+        cfg, _ = load_config(DEFAULTS, [config])
+        if not os.path.exists(os.path.join(cfg['data_root'], cfg['dataset'], 'meta.pkl')):
+            pathstar.main(['--mode=incontext', f'--num_train={a.num_train}',
+                           f"--data_root={cfg['data_root']}", f"--name={cfg['dataset']}"] + flags)
+        log = os.path.join(cfg['out_dir'], 'train.log')
+        runs.append((label, config, log, expect))
+    M = a.max_iters
+    todo = [r for r in runs if not (a.reuse and last_eval(r[2], M))]
+    env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
+    running, walls = [], {}
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            label, config, log, _ = todo.pop(0)
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            cmd = [sys.executable, 'train.py', config, f'--max_iters={M}', f'--lr_decay_iters={M}',
+                   f'--eval_interval={max(1, M // 3)}', '--num_threads=1']
+            print(' '.join(cmd[1:]) + f' > {log}', flush=True)
+            running.append((label, subprocess.Popen(cmd, stdout=open(log, 'w'),
+                                                    stderr=subprocess.STDOUT, env=env), time.time()))
+        time.sleep(2)
+        for r in list(running):
+            if r[1].poll() is not None:
+                running.remove(r)
+                walls[r[0]] = time.time() - r[2]
+                if r[1].returncode:
+                    sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see its train.log")
+    print(f"\npath accuracy after {M} iterations (3 layers x 64, {a.num_train // 1000}k train "
+          f"graphs; {a.num_eval} held-out and {a.num_eval} train rows; greedy decoding; 'given "
+          f"the true prefix' = teacher-forced accuracy of each answer token)\n")
+    print('| run | val exact-match | val per-position | val per-position given the true prefix '
+          '| train exact-match | expected | wall |')
+    print('|---|---|---|---|---|---|---|')
+    for label, _, log, expect in runs:
+        if last_eval(log, M) is None:
+            print(f'| {label} | (no finished {M}-iteration run in {log}) ||||||')
+            continue
+        r = pathstar.evaluate_checkpoint(os.path.dirname(log), a.num_eval, verbose=False)
+        wall = f"{walls[label] / 60:.1f} min" if label in walls else '(reused)'
+        v = r['val']
+        print(f"| {label} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
+              f"{pathstar.fmt(v['tf_per_position'])} | {r['train']['exact_match']:.3f} | "
+              f"{expect} | {wall} |")
+
+
+if __name__ == '__main__':
+    main()
