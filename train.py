@@ -71,7 +71,8 @@ def forward_kwargs(b):
 @torch.no_grad()
 def estimate_loss(model, source, cfg, ctx, device):
     """Loss per split = CE sum / supervised weight over eval_iters batches (fixed seed, so
-    every evaluation sees the same batches). Per-head losses when n_future > 1."""
+    every evaluation sees the same batches). Per-head losses when n_future > 1, then the
+    objective's own metrics (source.evaluate)."""
     model.eval()
     out = {}
     for split in ('train', 'val'):
@@ -86,6 +87,8 @@ def estimate_loss(model, source, cfg, ctx, device):
         out[split] = sum(head) / len(head)
         if len(head) > 1:
             out.update({f'{split}_head{i + 1}': v for i, v in enumerate(head)})
+    if hasattr(source, 'evaluate'):  # objective metrics (path accuracy, ...), in eval mode
+        out.update(source.evaluate(model, cfg, device))
     model.train()
     return out
 
@@ -210,7 +213,6 @@ def main(argv=None):
         last = iter_num >= cfg['max_iters']
         if (iter_num % cfg['eval_interval'] == 0 or last) and master:
             losses = estimate_loss(raw_model, source, cfg, ctx, device)
-            losses.update(source.evaluate(raw_model, cfg, device) if hasattr(source, 'evaluate') else {})
             if not all(math.isfinite(v) for v in losses.values() if isinstance(v, float)):
                 sys.exit(f"step {iter_num}: evaluation loss is not finite ({losses}); training "
                          f"stopped, the last good checkpoint is {ckpt_path}. Lower learning_rate?")
