@@ -5,6 +5,7 @@ ratio mlm_eval_ratio, see mlm.evaluate). The two runs train side by side, one th
 
     python bench/mlm_compare.py                      # the README figures (~15 min on 2 cores)
     python bench/mlm_compare.py --max_iters=200      # any train.py flag is passed to both runs
+    python bench/mlm_compare.py --tag=_s2 --seed=2   # --tag: suffix of out-mlm-<packing> and PNG
 
 Prints the eval table and the final figures, and saves the curves to docs/mlm_compare.png.
 """
@@ -26,9 +27,9 @@ COMMON = ['--dataset=shakespeare_char', '--objective=mlm', '--device=cpu', '--co
 RUNS = ('window', 'sep')
 
 
-def worker(packing, flags):
+def worker(packing, flags, tag=''):
     import train
-    out = os.path.join(ROOT, f'out-mlm-{packing}')
+    out = os.path.join(ROOT, f'out-mlm-{packing}{tag}')
     hist = train.main(COMMON + flags + [f'--mlm_packing={packing}', f'--out_dir={out}'])
     with open(os.path.join(out, 'history.json'), 'w') as f:
         json.dump(hist, f)
@@ -41,18 +42,18 @@ def unigram_entropy(path):
     return float(-(p * np.log(p)).sum())
 
 
-def main(flags):
+def main(flags, tag=''):
     procs = {}
     for p in RUNS:
-        os.makedirs(os.path.join(ROOT, f'out-mlm-{p}'), exist_ok=True)
-        log = open(os.path.join(ROOT, f'out-mlm-{p}', 'log.txt'), 'w')
+        os.makedirs(os.path.join(ROOT, f'out-mlm-{p}{tag}'), exist_ok=True)
+        log = open(os.path.join(ROOT, f'out-mlm-{p}{tag}', 'log.txt'), 'w')
         env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
-        procs[p] = subprocess.Popen([sys.executable, __file__, f'--worker={p}'] + flags,
+        procs[p] = subprocess.Popen([sys.executable, __file__, f'--worker={p}', f'--tag={tag}'] + flags,
                                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     for p, proc in procs.items():
         if proc.wait() != 0:
-            sys.exit(f"the {p} run failed: see out-mlm-{p}/log.txt")
-    hist = {p: json.load(open(os.path.join(ROOT, f'out-mlm-{p}', 'history.json'))) for p in RUNS}
+            sys.exit(f"the {p} run failed: see out-mlm-{p}{tag}/log.txt")
+    hist = {p: json.load(open(os.path.join(ROOT, f'out-mlm-{p}{tag}', 'history.json'))) for p in RUNS}
     H = unigram_entropy(os.path.join(ROOT, 'data', 'shakespeare_char', 'train.bin'))
     print(f"unigram entropy of train.bin: {H:.4f} nats/char")
     print("iter | val_mlm window | val_mlm sep | sep - window | attn_probe (sep, nomask - mask)")
@@ -86,14 +87,16 @@ def main(flags):
     ax[0].set_title('val: 15% [MASK], same metric')
     ax[1].set_title('train loss (80/10/10, 15%)')
     fig.tight_layout()
-    png = os.path.join(ROOT, 'docs', 'mlm_compare.png')
+    png = os.path.join(ROOT, 'docs', f'mlm_compare{tag}.png')
     fig.savefig(png, dpi=100)
     print(f"saved {png}")
 
 
 if __name__ == '__main__':
     args = sys.argv[1:]
+    tag = ''.join(a.split('=', 1)[1] for a in args if a.startswith('--tag='))
+    args = [a for a in args if not a.startswith('--tag=')]
     if args and args[0].startswith('--worker='):
-        worker(args[0].split('=', 1)[1], args[1:])
+        worker(args[0].split('=', 1)[1], args[1:], tag)
     else:
-        main(args)
+        main(args, tag)
