@@ -5,11 +5,13 @@ Every source returns a dict of CPU tensors
     x (B, T) long inputs, y (B, T) long targets (-1 = ignored),
     optionally attention_mask (B, T) bool (True = real token) and loss_mask (B, T),
 and `to_device` moves it (pinned, non_blocking on CUDA). The model never knows which
-objective a batch came from. Randomness comes from a torch.Generator owned by the source,
-whose state is checkpointed, so a resumed run draws exactly the batches it would have drawn.
+objective a batch came from. Randomness comes from `gen or self.gen`; train.py reseeds
+self.gen per micro-batch from (seed, iter, index), so a resumed or DDP run draws exactly the
+batches an uninterrupted single-process run would.
 
 A source: `Source(cfg, data_dir, seed)` with .vocab_size, .meta, .get_batch(split, B, gen=None),
-.state_dict()/.load_state_dict(), optional .causal (default True) and .diagnostics() -> dict.
+ optional .causal (default True), .diagnostics() -> dict (log lines) and
+.evaluate(model, cfg, device) -> dict (eval time, model in eval mode).
 Register it in OBJECTIVES; its config keys and defaults go in its `defaults` dict.
 """
 import os
@@ -18,7 +20,9 @@ import warnings
 import numpy as np
 import torch
 
+import mlm
 import pathstar
+from configurator import ConfigError
 from utils import DataError, load_meta, token_dtype
 
 
@@ -57,12 +61,6 @@ class Source:
     def __init__(self, cfg, data_dir, seed):
         self.cfg, self.data_dir = cfg, data_dir
         self.gen = torch.Generator().manual_seed(seed)
-
-    def state_dict(self):
-        return {'gen': self.gen.get_state()}
-
-    def load_state_dict(self, state):
-        self.gen.set_state(state['gen'])
 
     def diagnostics(self):
         return {}
@@ -182,11 +180,96 @@ class PathStar(Source):
             out['edge_acc'] = pathstar.evaluate_paths(model, rows, self.meta, 'greedy', a, 1,
                                                       device=device)['exact_match']
         return out
+class MaskedLM(Source):
+    """Bidirectional masked LM (issue 5). mlm_packing='sep': samples start at a line beginning,
+    pack whole lines and end with [SEP]; batches carry attention_mask (True up to and including
+    [SEP]). mlm_packing='window': random fixed windows, no [SEP], no mask (the baseline).
+    [MASK] and [SEP] are appended to the dataset's vocabulary: ids base_vocab, base_vocab + 1,
+    recorded in self.meta (and so in every checkpoint). See mlm.py."""
+    causal = False
+    defaults = dict(mlm_packing='sep', mlm_probability=0.15, mlm_ratio='fixed', mlm_ratio_eps=1e-3,
+                    mlm_mask_frac=0.8, mlm_random_frac=0.1, mlm_eval_ratio=0.15)
+
+    def __init__(self, cfg, data_dir, seed):
+        super().__init__(cfg, data_dir, seed)
+        self.check_config(cfg)
+        check_split_files(data_dir)
+        base = load_meta(data_dir)
+        self.base_vocab = base['vocab_size']
+        self.mask_id, self.sep_id = self.base_vocab, self.base_vocab + 1
+        self.vocab_size = self.base_vocab + 2
+        self.meta = dict(base, vocab_size=self.vocab_size, mask_id=self.mask_id, sep_id=self.sep_id)
+        if 'itos' in base:
+            self.meta['itos'] = {**base['itos'], self.mask_id: '[MASK]', self.sep_id: '[SEP]'}
+            self.meta['stoi'] = {**base['stoi'], '[MASK]': self.mask_id, '[SEP]': self.sep_id}
+        dtype = np.dtype(base.get('dtype', token_dtype(self.base_vocab)))
+        self.packing, self.T = cfg['mlm_packing'], cfg['block_size']
+        self.data, self.bounds = {}, {}
+        for split in ('train', 'val'):
+            path = os.path.join(data_dir, f'{split}.bin')
+            self.data[split] = open_tokens(path, self.base_vocab, dtype)
+            if len(self.data[split]) <= self.T:
+                raise DataError(f"{path} has {len(self.data[split])} tokens, too few for "
+                                f"--block_size={self.T}: lower block_size")
+            if self.packing == 'sep':  # line starts, indexed once
+                self.bounds[split] = mlm.line_bounds(self.data[split], mlm.newline_ids(base, path))
+        self.stats = mlm.MLMStats()
+
+    @staticmethod
+    def check_config(cfg):
+        def bad(key, why):
+            raise ConfigError(f"--{key}={cfg[key]!r}: {why}")
+        if cfg['mlm_packing'] not in ('sep', 'window'):
+            bad('mlm_packing', "choose 'sep' (line-aligned, ends in [SEP]) or 'window'")
+        if cfg['mlm_ratio'] not in ('fixed', 'uniform'):
+            bad('mlm_ratio', "choose 'fixed' (mlm_probability) or 'uniform' (drawn per sample)")
+        for key in ('mlm_probability', 'mlm_eval_ratio', 'mlm_ratio_eps'):
+            if not 0.0 < cfg[key] <= 1.0:
+                bad(key, "must be in (0, 1]")
+        if not (0 <= cfg['mlm_mask_frac'] and 0 <= cfg['mlm_random_frac']
+                and cfg['mlm_mask_frac'] + cfg['mlm_random_frac'] <= 1.0):
+            bad('mlm_random_frac', "mlm_mask_frac and mlm_random_frac must be >= 0 and sum to <= 1")
+        if cfg['block_size'] < 2:
+            bad('block_size', "MLM needs at least 2 positions (a token and its [SEP])")
+
+    def make_batch(self, split, B, gen, ratio_mode, p, mask_frac, random_frac):
+        data, T = self.data[split], self.T
+        if self.packing == 'sep':
+            first = torch.randint(len(self.bounds[split]) - 1, (B,), generator=gen).numpy()
+            x, n_text = mlm.pack_lines(data, self.bounds[split], first, T, self.sep_id)
+        else:
+            s = torch.randint(len(data) - T + 1, (B,), generator=gen).numpy()
+            x = torch.from_numpy(data[s[:, None] + np.arange(T)].astype(np.int64))
+            n_text = torch.full((B,), T)
+        ratio = mlm.draw_ratio(B, ratio_mode, p, self.cfg['mlm_ratio_eps'], gen)
+        xc, y, kind = mlm.corrupt(x, n_text, ratio, self.base_vocab, self.mask_id, gen,
+                                  mask_frac, random_frac)
+        b = {'x': xc, 'y': y}
+        if self.packing == 'sep':
+            b['attention_mask'] = torch.arange(T) <= n_text[:, None]  # (B, T), [SEP] included
+        return b, kind, n_text
+
+    def get_batch(self, split, batch_size, gen=None):
+        c = self.cfg
+        b, kind, n_text = self.make_batch(split, batch_size, gen or self.gen, c['mlm_ratio'],
+                                          c['mlm_probability'], c['mlm_mask_frac'],
+                                          c['mlm_random_frac'])
+        if gen is None and split == 'train':  # training batches only, not evaluation's
+            valid = n_text + 1 if self.packing == 'sep' else n_text
+            self.stats.update(kind, valid, n_text)
+        return b
+
+    def diagnostics(self):
+        return self.stats.summary()
+
+    def evaluate(self, model, cfg, device):
+        return mlm.evaluate(self, model, cfg, device)
 
 
 OBJECTIVES = {
     'next_token': NextToken,
     'pathstar': PathStar,
+    'mlm': MaskedLM,
 }
 
 

@@ -1,0 +1,26 @@
+# SEP-varlen masked LM on character-level Shakespeare (README, "SEP-varlen masked LM");
+# the same settings as bench/mlm_compare.py. --mlm_packing=window gives the fixed-window baseline.
+out_dir = 'out-mlm-shakespeare-char'
+dataset = 'shakespeare_char'
+objective = 'mlm'
+mlm_packing = 'sep'
+mlm_probability = 0.15
+device = 'cpu'
+compile = False
+num_threads = 1
+eval_interval = 200
+eval_iters = 10
+log_interval = 50
+always_save_checkpoint = False
+block_size = 128
+batch_size = 16
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+learning_rate = 1e-3
+min_lr = 1e-4
+beta2 = 0.99
+warmup_iters = 100
+max_iters = 2000
+lr_decay_iters = 2000
