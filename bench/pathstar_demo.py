@@ -21,15 +21,17 @@ import pathstar  # noqa: E402
 from configurator import load_config  # noqa: E402
 from train import DEFAULTS  # noqa: E402
 
-# (label, config, pathstar.py flags, what the known result is)
+# (label, config, pathstar.py flags, what the known result is, extra train.py flags)
 RUNS = [
     ('G(5,5) forward, teacher forcing', 'config/pathstar_d5_l5.py',
-     ['--d=5', '--l=5', '--N=50'], '~1/5'),
+     ['--d=5', '--l=5', '--N=50'], '~1/5', []),
     ('G(2,5) forward, teacher forcing', 'config/pathstar_d2_l5.py',
-     ['--d=2', '--l=5', '--N=50'], '~1/2'),
+     ['--d=2', '--l=5', '--N=50'], '~1/2', []),
     ('G(2,5) reverse targets', 'config/pathstar_d2_l5_rev.py',
-     ['--d=2', '--l=5', '--N=50', '--reverse'], '>= 0.99'),
-]
+     ['--d=2', '--l=5', '--N=50', '--reverse'], '>= 0.99', []),
+] + [  # multi-token prediction (issue 9): same data and steps, k heads
+    (f'G(2,5) forward, {k} heads (MTP)', 'config/pathstar_d2_l5.py', ['--d=2', '--l=5', '--N=50'],
+     '?', [f'--n_future={k}', f'--out_dir=out-pathstar-d2-l5-mtp{k}']) for k in (2, 4)]
 
 
 def last_eval(log, max_iters):
@@ -53,16 +55,18 @@ def main(argv=None):
     p.add_argument('--num_train', type=int, default=50_000)
     p.add_argument('--reuse', action='store_true', help='keep finished runs, print the table')
     p.add_argument('--num_eval', type=int, default=500, help='val and train rows evaluated')
+    p.add_argument('--runs', default='0,1,2', help="which RUNS (indices); 'all' for every one")
     a = p.parse_args(argv)
     os.chdir(ROOT)
     runs = []
-    for label, config, flags, expect in RUNS:
-        cfg, _ = load_config(DEFAULTS, [config])
+    chosen = RUNS if a.runs == 'all' else [RUNS[int(i)] for i in a.runs.split(',')]
+    for label, config, flags, expect, extra in chosen:
+        cfg, _ = load_config(DEFAULTS, [config] + extra)
         if not os.path.exists(os.path.join(cfg['data_root'], cfg['dataset'], 'meta.pkl')):
             pathstar.main(['--mode=incontext', f'--num_train={a.num_train}',
                            f"--data_root={cfg['data_root']}", f"--name={cfg['dataset']}"] + flags)
         log = os.path.join(cfg['out_dir'], 'train.log')
-        runs.append((label, config, log, expect))
+        runs.append((label, [config] + extra, log, expect))
     M = a.max_iters
     todo = [r for r in runs if not (a.reuse and last_eval(r[2], M))]
     env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
@@ -71,7 +75,7 @@ def main(argv=None):
         while todo and len(running) < a.jobs:
             label, config, log, _ = todo.pop(0)
             os.makedirs(os.path.dirname(log), exist_ok=True)
-            cmd = [sys.executable, 'train.py', config, f'--max_iters={M}', f'--lr_decay_iters={M}',
+            cmd = [sys.executable, 'train.py', *config, f'--max_iters={M}', f'--lr_decay_iters={M}',
                    f'--eval_interval={max(1, M // 3)}', '--num_threads=1']
             print(' '.join(cmd[1:]) + f' > {log}', flush=True)
             running.append((label, subprocess.Popen(cmd, stdout=open(log, 'w'),
