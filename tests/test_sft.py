@@ -75,7 +75,11 @@ def test_render_masks_assistant_text_and_its_end_only():
 
 
 def test_prepared_mask_never_covers_user_system_or_tags(tmp_path):
+    stale = tmp_path / 'chat' / 'train' / 'shard_007.bin'  # from an earlier, larger run
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b'xx')
     out = prepare(tmp_path)
+    assert not stale.exists()
     meta = pickle.load(open(os.path.join(out, 'meta.pkl'), 'rb'))
     sp = meta['special']
     for split in ('train', 'val'):

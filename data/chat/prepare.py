@@ -191,6 +191,11 @@ def main(argv=None):
     meta.update(special=special, dtype=np.dtype(dtype).name, mask_role=a.mask_role, counts=counts)
     files['meta.pkl'] = meta
     write_dataset_dir(a.out_dir, files)
+    for split in splits:  # shards left by an earlier, larger run would be read as data
+        d = os.path.join(a.out_dir, split)
+        for f in os.listdir(d):
+            if f.startswith('shard_') and f'{split}/{f}' not in files:
+                os.remove(os.path.join(d, f))
     for split, c in counts.items():
         print(f"{split}: {c['conversations']:,} conversations, {c['tokens']:,} tokens, "
               f"{c['supervised']:,} supervised ({c['density']:.3f})")
