@@ -79,7 +79,8 @@ def main():
     torch.set_num_threads(a.num_threads)
     model, ckpt = load_checkpoint(a.ckpt)
     meta = load_meta(a.dataset)
-    assert meta['itos'] == ckpt['meta']['itos'], f"{a.ckpt} was not trained on {a.dataset}"
+    same = all(meta.get(k) == ckpt['meta'].get(k) for k in ('tokenizer', 'itos', 'special'))
+    assert same, f"{a.ckpt} was not trained on {a.dataset}"
     t0 = time.time()
     loss_sup, loss_all = stream_loss(model, a.dataset, meta)
     with open(os.path.join(a.gsm8k, 'test.jsonl'), encoding='utf-8') as f:
@@ -90,7 +91,7 @@ def main():
     print(f"{a.ckpt} (use_loss_mask={use_mask}, iter {ckpt['iter_num']}): "
           f"val loss assistant {loss_sup:.4f}, all tokens {loss_all:.4f} | {n} greedy answers: "
           f"stop at <|end|> {stats['stopped']}/{n}, '#### <number>' {stats['formatted']}/{n} "
-          f"({100 * stats['formatted'] / n:.0f}%), correct {stats['correct']}/{n} "
+          f"({100 * stats['formatted'] / max(n, 1):.0f}%), correct {stats['correct']}/{n} "
           f"[{time.time() - t0:.0f}s]")
     for q, e in zip(rows[:a.show], examples):
         print(f"--- Q: {q['question']}\n--- A: {e}")
