@@ -264,12 +264,86 @@ class MaskedLM(Source):
 
     def evaluate(self, model, cfg, device):
         return mlm.evaluate(self, model, cfg, device)
+class SFT(Source):
+    """Supervised fine-tuning on chat shards from data/chat/prepare.py: random windows of the
+    token stream, as NextToken, with the aligned uint8 mask shifted *with the targets*:
+    x = tok[i:i+T], y = tok[i+1:i+T+1], loss_mask = mask[i+1:i+T+1] (mask[j] = 1: token j is
+    a supervised target). use_loss_mask=False trains on every token of the same windows."""
+    defaults = {'use_loss_mask': True}
+
+    def __init__(self, cfg, data_dir, seed):
+        super().__init__(cfg, data_dir, seed)
+        from chat import check_split
+        self.meta = load_meta(data_dir)
+        if 'special' not in self.meta:
+            raise DataError(f"{data_dir}/meta.pkl has no chat special tokens: --objective=sft "
+                            f"needs data from data/chat/prepare.py")
+        self.vocab_size = self.meta['vocab_size']
+        self.dtype = np.dtype(self.meta['dtype'])
+        self.block_size, self.use_loss_mask = cfg['block_size'], cfg['use_loss_mask']
+        self.shards = {}  # split -> [(token path, mask path, length)]
+        for split in ('train', 'val'):
+            shards = check_split(data_dir, split, self.dtype, self.vocab_size)
+            for tok, _, (path, _) in shards:
+                if len(tok) <= self.block_size:
+                    raise DataError(f"{path} has {len(tok)} tokens, too few for --block_size="
+                                    f"{self.block_size}: lower block_size or add conversations")
+            self.shards[split] = [(tp, mp, len(tok)) for tok, _, (tp, mp) in shards]
+        self.mask_frac = 0.0
+
+    def windows(self, split, batch_size, gen):
+        """(B, T+1) tokens and (B, T+1) mask of random windows (shard chosen by length)."""
+        shards, T = self.shards[split], self.block_size
+        room = torch.tensor([n - T for _, _, n in shards], dtype=torch.float64)  # start offsets
+        which = torch.multinomial(room, batch_size, replacement=True, generator=gen)
+        ix = (torch.rand(batch_size, generator=gen, dtype=torch.float64) * room[which]).long()
+        toks, masks = [], []
+        for s, i in zip(which.tolist(), ix.tolist()):  # re-open memmaps per batch (nanoGPT)
+            tp, mp, _ = shards[s]
+            toks.append(np.memmap(tp, dtype=self.dtype, mode='r')[i:i + T + 1].astype(np.int64))
+            masks.append(np.memmap(mp, dtype=np.uint8, mode='r')[i:i + T + 1])
+        return torch.from_numpy(np.stack(toks)), torch.from_numpy(np.stack(masks)).bool()
+
+    def get_batch(self, split, batch_size, gen=None):
+        rows, mask = self.windows(split, batch_size, gen or self.gen)
+        batch = {'x': rows[:, :-1], 'y': rows[:, 1:]}
+        if self.use_loss_mask:
+            batch['loss_mask'] = mask[:, 1:]  # shifted with the targets
+        if split == 'train':
+            self.mask_frac = float(mask[:, 1:].float().mean())
+        return batch
+
+    def diagnostics(self):
+        return {'mask_frac': self.mask_frac}  # supervised share of the last train batch
+
+    @torch.no_grad()
+    def evaluate(self, model, cfg, device):
+        """Val CE on the masked (e.g. assistant) tokens and on all tokens, whatever
+        use_loss_mask is, so runs with and without the mask compare on the same figure."""
+        import torch.nn.functional as F
+        was_training = model.training
+        model.eval()
+        gen = torch.Generator().manual_seed(cfg['seed'] + 1)
+        sums = torch.zeros(2, dtype=torch.float64)
+        counts = torch.zeros(2, dtype=torch.float64)
+        for _ in range(cfg['eval_iters']):
+            rows, mask = self.windows('val', cfg['batch_size'], gen)
+            logits, _ = model(rows[:, :-1].to(device))
+            ce = F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten().to(device),
+                                 reduction='none').double().cpu()
+            m = mask[:, 1:].flatten().double()
+            sums += torch.stack([(ce * m).sum(), ce.sum()])
+            counts += torch.stack([m.sum(), torch.tensor(float(m.numel()), dtype=torch.float64)])
+        model.train(was_training)
+        loss = (sums / counts.clamp(min=1)).tolist()
+        return {f"val_{self.meta.get('mask_role', 'assistant')}": loss[0], 'val_all': loss[1]}
 
 
 OBJECTIVES = {
     'next_token': NextToken,
     'pathstar': PathStar,
     'mlm': MaskedLM,
+    'sft': SFT,
 }
 
 

@@ -4,6 +4,8 @@ Sample from a trained checkpoint (after nanoGPT's sample.py).
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
 
 mode=next_token: autoregressive sampling with a causal model (temperature=0: greedy).
+mode=chat: --start is a user message, rendered with the chat template; prints the assistant's
+reply, stopped at its end-of-turn token (checkpoints trained on data/chat/prepare.py data).
 Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE).
 """
 import os
@@ -48,8 +50,11 @@ def main(argv=None):
     torch.manual_seed(cfg['seed'])
     path = cfg['ckpt'] or os.path.join(cfg['out_dir'], 'ckpt.pt')
     model, ckpt = load_checkpoint(path, cfg['device'])
+    if cfg['mode'] == 'chat':  # --start is the user message; stops at <|end|> (chat.py)
+        from chat import sample_chat
+        return sample_chat(model, ckpt, cfg)
     if cfg['mode'] != 'next_token':
-        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token")
+        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token, chat")
     if not model.config.causal:
         raise ConfigError(f"{path} is a bidirectional model (objective "
                           f"'{ckpt.get('objective')}'): next-token sampling needs a causal one")

@@ -93,18 +93,33 @@ def estimate_loss(model, source, cfg, ctx, device):
     return out
 
 
-def build_model(cfg, explicit, source, device):
-    """Returns (model, checkpoint or None). See README 'init_from' for the rules."""
-    arch = {k: cfg[k] for k in ARCH_KEYS if k in cfg}
-    arch.update(vocab_size=source.vocab_size, dropout=cfg['dropout'], causal=source.causal)
+def load_init_checkpoint(cfg, explicit):
+    """The checkpoint of init_from (None for scratch). Architecture keys not set explicitly
+    are taken from it into cfg, before the batch source reads cfg (e.g. block_size), so a
+    second-phase config need not repeat the base's architecture."""
     if cfg['init_from'] == 'scratch':
-        return GPT(GPTConfig(**arch)), None
+        return None
     path = (os.path.join(cfg['out_dir'], 'ckpt.pt') if cfg['init_from'] == 'resume'
             else cfg['init_from'])
     if not os.path.isfile(path):
         raise DataError(f"--init_from={cfg['init_from']}: checkpoint {path} not found")
     ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    saved = ckpt['model_args']
+    ckpt['path'] = path
+    for k in ARCH_KEYS:
+        if k in cfg and k not in explicit and k != 'vocab_size' and k in ckpt['model_args']:
+            cfg[k] = ckpt['model_args'][k]
+    return ckpt
+
+
+def build_model(cfg, explicit, source, device, ckpt=None):
+    """Returns (model, checkpoint or None). See README 'init_from' for the rules."""
+    arch = {k: cfg[k] for k in ARCH_KEYS if k in cfg}
+    arch.update(vocab_size=source.vocab_size, dropout=cfg['dropout'], causal=source.causal)
+    if cfg['init_from'] == 'scratch':
+        return GPT(GPTConfig(**arch)), None
+    if ckpt is None:
+        ckpt = load_init_checkpoint(cfg, explicit)
+    path, saved = ckpt['path'], ckpt['model_args']
     for k in ARCH_KEYS:
         if k in explicit and k in saved and cfg[k] != saved[k] and k != 'block_size':
             raise ConfigError(f"--{k}={cfg[k]} conflicts with {path} ({k}={saved[k]}): the "
@@ -168,6 +183,7 @@ def main(argv=None):
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    ckpt = load_init_checkpoint(cfg, explicit)  # may set architecture keys of cfg
     tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
     if master:
         os.makedirs(cfg['out_dir'], exist_ok=True)
@@ -176,7 +192,7 @@ def main(argv=None):
 
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])  # same init on every rank
-    model, ckpt = build_model(cfg, explicit, source, device)
+    model, ckpt = build_model(cfg, explicit, source, device, ckpt)
     model.future_head_weights = cfg['future_head_weights']
     model.attn_impl = cfg['attn_impl']
     model.to(device)

@@ -1,0 +1,217 @@
+"""
+The chat template and its loss mask, shared by data/chat/prepare.py, the `sft` batch source,
+sample.py --mode=chat and the mask viewer:
+
+    python chat.py --dataset=data/chat_gsm8k_char [--split=val] [--n=2] [--plain]
+
+prints exchanges (user/system turns + the assistant's reply) with the supervised tokens (mask = 1) highlighted, to check masks by eye.
+
+Template: every message is  <|role|> content <|end|>  with one special token per role tag and
+one end-of-turn token, appended to the tokenizer's vocabulary. For the role being trained
+(`mask_role`, default assistant) the mask is 1 on the content and on its <|end|> (so the model
+learns to stop), 0 on the tag; every other token (system/user text, tags) is 0.
+"""
+import argparse
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from utils import DataError, load_meta
+
+ROLES = ('system', 'user', 'assistant')
+SPECIALS = ('<|system|>', '<|user|>', '<|assistant|>', '<|end|>')
+# a mask density outside this range is almost certainly a template or role mistake
+DENSITY_RANGE = (0.02, 0.95)
+
+
+# --- tokenizers ------------------------------------------------------------------------------
+def text_codec(meta, bpe_dir=''):
+    """(encode plain text -> ids, decode ids -> text, special name -> id) for a chat meta.
+    Special tokens are never produced by encode (a user typing '<|end|>' stays text)."""
+    special = meta['special']
+    if meta['tokenizer'] == 'char':
+        stoi, itos = meta['stoi'], meta['itos']  # characters outside the vocabulary are dropped
+        return ((lambda s: [stoi[c] for c in s if c in stoi]),
+                (lambda ids: ''.join(itos[int(i)] for i in ids)), special)
+    from utils import gpt2_encoding
+    enc = gpt2_encoding(bpe_dir or meta.get('bpe_dir') or None)
+    names = {v: k for k, v in special.items()}
+
+    def decode(ids):
+        out, run = [], []
+        for i in map(int, ids):
+            if i in names or i >= enc.n_vocab:
+                out.append(enc.decode(run) + names.get(i, ''))
+                run = []
+            else:
+                run.append(i)
+        return ''.join(out) + enc.decode(run)
+    return (lambda s: enc.encode_ordinary(s)), decode, special
+
+
+def render(messages, encode, special, mask_role='assistant'):
+    """One conversation -> (ids list, mask list of 0/1), aligned token by token."""
+    ids, mask = [], []
+    for m in messages:
+        tag, body = special[f"<|{m['role']}|>"], encode(m['content'])
+        on = int(m['role'] == mask_role)
+        ids += [tag] + body + [special['<|end|>']]
+        mask += [0] + [on] * (len(body) + 1)
+    return ids, mask
+
+
+def prompt_ids(user_text, encode, special, system=None):
+    """The prompt that asks for an assistant turn: [<|system|> s <|end|>] <|user|> u <|end|> <|assistant|>."""
+    msgs = ([{'role': 'system', 'content': system}] if system else []) + \
+        [{'role': 'user', 'content': user_text}]
+    ids, _ = render(msgs, encode, special)
+    return ids + [special['<|assistant|>']]
+
+
+def check_messages(messages, where):
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: 'messages' must be a non-empty list")
+    for m in messages:
+        if not isinstance(m, dict) or m.get('role') not in ROLES or not isinstance(m.get('content'), str):
+            raise DataError(f"{where}: each message needs a role in {ROLES} and a string 'content', "
+                            f"got {str(m)[:80]}")
+
+
+# --- shards on disk: <split>/shard_NNN.bin (tokens) + <split>/shard_NNN_mask.bin (uint8) -------
+def shard_paths(data_dir, split):
+    d = os.path.join(data_dir, split)
+    if not os.path.isdir(d):
+        raise DataError(f"{d} not found: run data/chat/prepare.py --out_dir={data_dir}")
+    toks = sorted(f for f in os.listdir(d) if f.startswith('shard_') and f.endswith('.bin')
+                  and not f.endswith('_mask.bin'))
+    if not toks:
+        raise DataError(f"{d} holds no shard_*.bin: run data/chat/prepare.py --out_dir={data_dir}")
+    masks = {f for f in os.listdir(d) if f.endswith('_mask.bin')}
+    for f in masks:  # a mask whose token shard is gone is as broken as the reverse
+        if f.replace('_mask.bin', '.bin') not in toks:
+            raise DataError(f"{os.path.join(d, f)} has no token shard "
+                            f"{f.replace('_mask.bin', '.bin')}: re-run data/chat/prepare.py")
+    return [(os.path.join(d, f), os.path.join(d, f[:-4] + '_mask.bin')) for f in toks]
+
+
+def check_shard(tok_path, mask_path, tokens, mask):
+    """Raise DataError on a broken token/mask pair; returns the mask density."""
+    if mask is None:
+        raise DataError(f"{tok_path} has no mask shard {os.path.basename(mask_path)}: re-run "
+                        f"data/chat/prepare.py (a token shard alone cannot be trained with a mask)")
+    if len(tokens) != len(mask):
+        raise DataError(f"{mask_path} has {len(mask)} entries but {tok_path} has {len(tokens)} "
+                        f"tokens: the shards are out of step; re-run data/chat/prepare.py")
+    if len(mask) and int(mask.max()) > 1:
+        raise DataError(f"{mask_path} holds values other than 0/1: re-run data/chat/prepare.py")
+    return float(mask.mean()) if len(mask) else 0.0
+
+
+def check_split(data_dir, split, dtype, vocab_size):
+    """Validate every shard of a split at load; returns [(tokens memmap, mask memmap, paths)]."""
+    out, n_sup, n_tok = [], 0, 0
+    for tok_path, mask_path in shard_paths(data_dir, split):
+        tokens = np.memmap(tok_path, dtype=dtype, mode='r')
+        mask = np.memmap(mask_path, dtype=np.uint8, mode='r') if os.path.exists(mask_path) else None
+        check_shard(tok_path, mask_path, tokens, mask)
+        if len(tokens) and int(tokens.max()) >= vocab_size:
+            raise DataError(f"{tok_path} holds token id {int(tokens.max())} >= vocab_size "
+                            f"{vocab_size} of meta.pkl: re-run data/chat/prepare.py")
+        n_sup, n_tok = n_sup + int(mask.sum(dtype=np.int64)), n_tok + len(mask)
+        out.append((tokens, mask, (tok_path, mask_path)))
+    check_density(n_sup, n_tok, os.path.join(data_dir, split))
+    return out
+
+
+def check_density(n_sup, n_tok, where):
+    if n_sup == 0:
+        raise DataError(f"{where}: no supervised token at all (every mask is 0): is --mask_role a "
+                        f"role present in the data? re-run data/chat/prepare.py")
+    density = n_sup / max(n_tok, 1)
+    if not DENSITY_RANGE[0] <= density <= DENSITY_RANGE[1]:
+        warnings.warn(f"{where}: implausible mask density {density:.3f} (expected within "
+                      f"{DENSITY_RANGE}): check --mask_role and the template")
+    return density
+
+
+# --- chat sampling (sample.py --mode=chat) ---------------------------------------------------
+def reply(model, meta, user_text, max_new_tokens=300, temperature=0.0, top_k=None, system=None,
+          device='cpu', bpe_dir=''):
+    """Generate the assistant's answer to one user message; stops at <|end|>."""
+    import torch
+    encode, decode, special = text_codec(meta, bpe_dir)
+    x = torch.tensor(prompt_ids(user_text, encode, special, system), device=device)[None]
+    end = special['<|end|>']
+    y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, stop_token=end)
+    new = y[0, x.size(1):].tolist()
+    return decode(new[:new.index(end)] if end in new else new)
+
+
+def sample_chat(model, ckpt, cfg):
+    """sample.py --mode=chat: --start is the user message (or FILE:path)."""
+    from configurator import ConfigError
+    meta = ckpt.get('meta') or {}
+    if 'special' not in meta:
+        raise ConfigError(f"--mode=chat needs a checkpoint trained on chat data (data/chat/prepare.py); "
+                          f"this one was trained on objective '{ckpt.get('objective')}'")
+    text = cfg['start']
+    if text.startswith('FILE:'):
+        with open(text[5:], encoding='utf-8') as f:
+            text = f.read()
+    outs = []
+    for _ in range(cfg['num_samples']):
+        outs.append(reply(model, meta, text, cfg['max_new_tokens'], cfg['temperature'],
+                          cfg['top_k'], device=cfg['device'], bpe_dir=cfg['bpe_dir']))
+        print(f"user: {text}\nassistant: {outs[-1]}\n---------------")
+    return outs
+
+
+# --- the mask viewer -------------------------------------------------------------------------
+def show(data_dir, split='val', n=2, plain=None):
+    """Decode the first n exchanges of a split; supervised tokens highlighted."""
+    meta = load_meta(data_dir)
+    _, decode, special = text_codec(meta)
+    from utils import token_dtype
+    tokens, mask, _ = check_split(data_dir, split, np.dtype(meta.get('dtype', token_dtype(meta['vocab_size']))),
+                               meta['vocab_size'])[0]
+    plain = (not sys.stdout.isatty()) if plain is None else plain
+    on, off = ('[[', ']]') if plain else ('\033[42;30m', '\033[0m')
+    t = np.asarray(tokens)
+    # the stream does not mark conversations: show *exchanges*, each starting at a system/user
+    # tag right after an assistant turn's <|end|> (or at 0). role[p] = tag of p's turn.
+    is_tag = np.isin(t, [special[s] for s in SPECIALS[:3]])
+    role = t[np.maximum.accumulate(np.where(is_tag, np.arange(len(t)), 0))]
+    opener = np.isin(t, [special['<|system|>'], special['<|user|>']])
+    opener[1:] &= (t[:-1] == special['<|end|>']) & (role[:-1] == special['<|assistant|>'])
+    bounds = np.flatnonzero(opener).tolist() + [len(t)]
+    out = []
+    for a, b in list(zip(bounds[:-1], bounds[1:]))[:n]:
+        parts, i = [], a
+        while i < b:  # group runs of equal mask, decode each run once
+            j = i
+            while j < b and mask[j] == mask[i]:
+                j += 1
+            text = decode(tokens[i:j])
+            parts.append(on + text + off if mask[i] else text)
+            i = j
+        out.append(''.join(parts))
+    print(f"{data_dir}/{split}: {len(tokens):,} tokens, mask density {float(np.mean(mask)):.3f}; "
+          f"supervised tokens shown as {on}...{off}")
+    for k, s in enumerate(out):
+        print(f"--- exchange {k} ---\n{s}")
+    return out
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description='show a chat dataset with its loss mask highlighted')
+    p.add_argument('--dataset', required=True, help='a folder written by data/chat/prepare.py')
+    p.add_argument('--split', default='val')
+    p.add_argument('--n', type=int, default=2)
+    p.add_argument('--plain', action='store_true', help='[[...]] instead of colour')
+    a = p.parse_args()
+    try:
+        show(a.dataset, a.split, a.n, a.plain or None)
+    except DataError as e:
+        sys.exit(f"error: {e}")
