@@ -3,7 +3,8 @@ Sample from a trained checkpoint (after nanoGPT's sample.py).
 
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
 
-mode=next_token: autoregressive sampling with a causal model (temperature=0: greedy).
+mode=next_token: autoregressive sampling with a causal model (temperature=0: greedy;
+--speculative=True: greedy with self-speculative decoding by the extra heads, see mtp.py).
 mode=chat: --start is a user message, rendered with the chat template; prints the assistant's
 reply, stopped at its end-of-turn token (checkpoints trained on data/chat/prepare.py data).
 Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE).
@@ -20,6 +21,7 @@ from utils import DataError, gpt2_encoding
 DEFAULTS = dict(
     out_dir='out', ckpt='', mode='next_token', start='\n', num_samples=3, max_new_tokens=500,
     temperature=0.8, top_k=200, seed=1337, device='cpu', bpe_dir='',
+    speculative=False,  # greedy self-speculative decoding with the extra heads of an n_future > 1 model
 )
 
 
@@ -68,8 +70,18 @@ def main(argv=None):
         raise ConfigError(f"--start={cfg['start']!r} has no token in this vocabulary")
     x = torch.tensor(ids, dtype=torch.long, device=cfg['device'])[None]
     outs = []
+    if cfg['speculative'] and model.config.n_future < 2:
+        raise ConfigError(f"--speculative=True needs a checkpoint with extra heads (n_future > 1); "
+                          f"{path} has n_future={model.config.n_future}")
     for _ in range(cfg['num_samples']):
-        y = model.generate(x, cfg['max_new_tokens'], temperature=cfg['temperature'], top_k=cfg['top_k'])
+        if cfg['speculative']:  # greedy; equals temperature=0 sampling, in fewer forward passes
+            from mtp import speculative_generate
+            y, stats = speculative_generate(model, x, cfg['max_new_tokens'])
+            print(f"speculative: {stats['nfe']} forward passes for {cfg['max_new_tokens']} tokens, "
+                  f"draft acceptance rate {stats['acceptance_rate']:.3f}")
+        else:
+            y = model.generate(x, cfg['max_new_tokens'], temperature=cfg['temperature'],
+                               top_k=cfg['top_k'])
         outs.append(decode(y[0].tolist()))
         print(outs[-1])
         print('---------------')
