@@ -5,6 +5,7 @@ of the step spent in the batch function, and peak memory (CUDA) — the same tra
     python bench/throughput.py config/train_shakespeare_char.py --device=cpu --compile=False
     python bench/throughput.py ... --bench_steps=30  (any train.py key works)
 """
+import json
 import os
 import resource
 import statistics
@@ -64,7 +65,7 @@ def measure(cfg, steps=20, warmup=5):
 
 
 def main(argv=None):
-    defaults = dict(train.DEFAULTS, bench_steps=20, bench_warmup=5)
+    defaults = dict(train.DEFAULTS, bench_steps=20, bench_warmup=5, bench_json=False)
     cfg, _ = load_config(defaults, sys.argv[1:] if argv is None else argv)
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
@@ -73,6 +74,8 @@ def main(argv=None):
           f"L={cfg['n_layer']} C={cfg['n_embd']} threads={torch.get_num_threads()}: "
           f"{r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, batch function "
           f"{100 * r['batch_share']:.1f}% of the step, peak memory {r['peak_mem_mib']:.0f} MiB")
+    if cfg['bench_json']:  # one machine-readable line for bench/objectives.py
+        print('JSON ' + json.dumps(r))
     return r
 
 
