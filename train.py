@@ -83,8 +83,9 @@ def estimate_loss(model, source, cfg, ctx, device):
             with ctx:
                 s, w, _ = model.loss_terms(b['x'], b['y'], **forward_kwargs(b))
             sums, weights = sums + s.float(), weights + w
-        head = (sums / weights.clamp(min=1e-8)).tolist()
-        out[split] = sum(head) / len(head)
+        head_losses = sums / weights.clamp(min=1e-8)
+        out[split] = (head_losses * model.head_weights(head_losses)).sum().item()  # as trained
+        head = head_losses.tolist()
         if len(head) > 1:
             out.update({f'{split}_head{i + 1}': v for i, v in enumerate(head)})
     if hasattr(source, 'evaluate'):  # objective metrics (path accuracy, ...), in eval mode

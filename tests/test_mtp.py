@@ -130,3 +130,11 @@ def test_train_and_sample_with_extra_heads(tiny_args, tmp_path):
     train.main(tiny_args + ['--max_iters=1', '--eval_interval=5', f'--out_dir={tmp_path}/k1'])
     with pytest.raises(ConfigError, match='needs a checkpoint with extra heads'):
         sample.main([f'--out_dir={tmp_path}/k1', '--speculative=True'])
+
+
+def test_eval_loss_uses_the_training_head_weights(tiny_args):
+    import train
+    hist = train.main(tiny_args + ['--max_iters=2', '--eval_interval=2', '--n_future=2',
+                                   '--future_head_weights=[3.0, 1.0]'])
+    ev = hist['eval'][-1]
+    assert ev['val'] == pytest.approx(0.75 * ev['val_head1'] + 0.25 * ev['val_head2'], rel=1e-5)
