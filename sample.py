@@ -4,6 +4,8 @@ Sample from a trained checkpoint (after nanoGPT's sample.py).
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
 
 mode=next_token: autoregressive sampling with a causal model (temperature=0: greedy).
+mode=diffusion: masked-diffusion sampling from an `unmasking` checkpoint (diffusion.py;
+    keys steps, length, order, score_temperature, block_len, remask, remask_ratio, ...).
 Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE).
 """
 import os
@@ -11,6 +13,7 @@ import sys
 
 import torch
 
+import diffusion
 from configurator import ConfigError, load_config
 from model import GPT, GPTConfig
 from utils import DataError, gpt2_encoding
@@ -18,6 +21,7 @@ from utils import DataError, gpt2_encoding
 DEFAULTS = dict(
     out_dir='out', ckpt='', mode='next_token', start='\n', num_samples=3, max_new_tokens=500,
     temperature=0.8, top_k=200, seed=1337, device='cpu', bpe_dir='',
+    **diffusion.SAMPLE_DEFAULTS,
 )
 
 
@@ -48,8 +52,10 @@ def main(argv=None):
     torch.manual_seed(cfg['seed'])
     path = cfg['ckpt'] or os.path.join(cfg['out_dir'], 'ckpt.pt')
     model, ckpt = load_checkpoint(path, cfg['device'])
+    if cfg['mode'] == 'diffusion':
+        return diffusion.sample_main(cfg, model, ckpt, path)
     if cfg['mode'] != 'next_token':
-        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token")
+        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token, diffusion")
     if not model.config.causal:
         raise ConfigError(f"{path} is a bidirectional model (objective "
                           f"'{ckpt.get('objective')}'): next-token sampling needs a causal one")
