@@ -106,7 +106,7 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
     Step s (block b, local step j of S_b): one denoiser pass samples x0 at every masked position;
     the masked positions of blocks <= b with the highest order keys are committed so that block b
     keeps N_b - floor(N_b (j+1) / S_b) masked (earlier blocks none). Then, except after the last
-    step, up to round(remask_ratio * tokens the schedule adds this step) committed non-prompt positions go back
+    step, up to remask_ratio * (tokens the schedule adds this step; fractions carried) committed non-prompt positions go back
     to [MASK]: `random` uniformly, `learned` those the remasker scores most likely WRONG (above
     remask_threshold) on the draft = canvas with the remaining masks filled by x0 (a fully filled
     sequence, like its training inputs). Returns (canvas, info): info['nfe'] = forward passes per
@@ -149,8 +149,10 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
         if remask == 'none' or s == len(plan) - 1:
             continue
         cand = eligible & (x != mask_id)
-        scheduled = (n_b * (j + 1)) // sb - (n_b * j) // sb  # (B,): the schedule's new tokens
-        r = (remask_ratio * scheduled.double()).round().long()
+        # budget: remask_ratio of the tokens the schedule has added so far, spread without
+        # rounding loss (ratio 0.25 at one token per step = one remask every 4th step)
+        done, before = (n_b * (j + 1)) // sb, (n_b * j) // sb
+        r = (remask_ratio * done.double()).floor().long() - (remask_ratio * before.double()).floor().long()
         if remask == 'random':
             key = torch.rand((B, L), dtype=torch.float64, generator=gen)
         else:

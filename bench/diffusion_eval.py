@@ -104,7 +104,7 @@ def main(argv=None):
     print('| strategy | NFE | steps | judge NLL (nats/tok) ± s.e. | unigram entropy (bits) | rep. 4-grams |')
     print('|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['strategy']} | {r['nfe'] or '-'} | {r['steps'] or '-'} | {r['nll']:.3f} | "
+        print(f"| {r['strategy']} | {r['nfe'] or '-'} | {r['steps'] or '-'} | {r['nll']:.3f} ± {r['se']:.3f} | "
               f"{r['ent']:.3f} | {r['rep']:.3f} |")
     plot(rows, cfg['png'])
     return rows

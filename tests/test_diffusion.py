@@ -202,6 +202,10 @@ def test_random_and_learned_remasking_budget_ids_and_nfe():
     assert [int(r[0]) for r in info['remasked']] == [1] * 5  # round(0.5 * 2) per step
     # steps 1..5 commit the 2 scheduled tokens plus the one sent back
     assert [int(c[0]) for c in info['committed']] == [2, 3, 3, 3, 3, 3]
+    # one token per step: the 0.25 budget carries over (a remask every 4th step), never rounds to 0
+    _, info = diffusion.diffusion_sample(model, torch.full((1, L), mask), L, mask, 5,
+                                         remask='random', remask_ratio=0.25)
+    assert [int(r[0]) for r in info['remasked']] == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
 
     class Remasker(torch.nn.Module):  # says position 0 is WRONG, everything else fine
         def __init__(self):
