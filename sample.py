@@ -7,6 +7,8 @@ mode=next_token: autoregressive sampling with a causal model (temperature=0: gre
 --speculative=True: greedy with self-speculative decoding by the extra heads, see mtp.py).
 mode=chat: --start is a user message, rendered with the chat template; prints the assistant's
 reply, stopped at its end-of-turn token (checkpoints trained on data/chat/prepare.py data).
+mode=diffusion: masked-diffusion sampling from an `unmasking` checkpoint (diffusion.py;
+    keys steps, length, order, score_temperature, block_len, remask, remask_ratio, ...).
 Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE).
 """
 import os
@@ -14,6 +16,7 @@ import sys
 
 import torch
 
+import diffusion
 from configurator import ConfigError, load_config
 from model import GPT, GPTConfig
 from utils import DataError, gpt2_encoding
@@ -22,6 +25,7 @@ DEFAULTS = dict(
     out_dir='out', ckpt='', mode='next_token', start='\n', num_samples=3, max_new_tokens=500,
     temperature=0.8, top_k=200, seed=1337, device='cpu', bpe_dir='',
     speculative=False,  # greedy self-speculative decoding with the extra heads of an n_future > 1 model
+    **diffusion.SAMPLE_DEFAULTS,
 )
 
 
@@ -55,8 +59,11 @@ def main(argv=None):
     if cfg['mode'] == 'chat':  # --start is the user message; stops at <|end|> (chat.py)
         from chat import sample_chat
         return sample_chat(model, ckpt, cfg)
+    if cfg['mode'] == 'diffusion':
+        return diffusion.sample_main(cfg, model, ckpt, path)
     if cfg['mode'] != 'next_token':
-        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token, chat")
+        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token, "
+                          f"chat, diffusion")
     if not model.config.causal:
         raise ConfigError(f"{path} is a bidirectional model (objective "
                           f"'{ckpt.get('objective')}'): next-token sampling needs a causal one")

@@ -11,6 +11,7 @@ and every micro-batch loss is its weighted CE sum divided by that global count.
 import hashlib
 import math
 import os
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -211,13 +212,15 @@ def main(argv=None):
         model = torch.compile(model)
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    tag = getattr(source, 'run_tag', '')  # e.g. 'remasking_all_positions': names ckpts and wandb runs
     if cfg['wandb_log'] and master:
         try:
             import wandb
         except ImportError:
             raise ConfigError("--wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline "
                               "logs without an account)") from None
-        wandb.init(project=cfg['wandb_project'], name=cfg['wandb_run_name'], config=cfg)
+        wandb.init(project=cfg['wandb_project'], config=cfg,
+                   name=cfg['wandb_run_name'] + (f'_{tag}' if tag else ''))
     k = raw_model.config.n_future
     ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
     history = {'train': [], 'eval': []}
@@ -243,6 +246,9 @@ def main(argv=None):
                 if iter_num > it_start:  # not at 0, nor again right after a resume
                     save_checkpoint(ckpt_path, raw_model, optimizer, cfg, source, iter_num, best_val_loss)
                     print(f"saved checkpoint to {ckpt_path}")
+                    if tag:  # a named copy per evaluation; ckpt.pt stays the one to resume from
+                        named = os.path.join(cfg['out_dir'], f'ckpt_{tag}_{iter_num}.pt')
+                        atomic_write(named, lambda tmp: shutil.copyfile(ckpt_path, tmp))
         if last or cfg['eval_only']:
             break  # exactly max_iters optimisation steps, evaluated (and saved) after the last
 

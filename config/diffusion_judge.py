@@ -1,0 +1,23 @@
+# Next-token judge for bench/diffusion_eval.py: scores diffusion samples; never a generator.
+out_dir = 'out-diffusion-judge'
+dataset = 'shakespeare_char'
+objective = 'next_token'
+device = 'cpu'
+compile = False
+eval_interval = 500
+eval_iters = 20
+log_interval = 100
+always_save_checkpoint = False
+block_size = 64
+batch_size = 12
+n_layer = 4
+n_head = 4
+n_embd = 128
+max_iters = 2000
+lr_decay_iters = 2000
+dropout = 0.0
+learning_rate = 1e-3
+beta2 = 0.99
+warmup_iters = 100
+min_lr = 1e-4
+num_threads = 1

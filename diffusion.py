@@ -1,0 +1,211 @@
+"""
+Masked diffusion: the corruption used for training (batches.py: `unmasking`, `remasking`) and
+the sampler (`python sample.py --mode=diffusion`).
+
+Vocabulary = base + 2: `mask_token_id = base`, `wrong_token_id = base + 1` (in the source's
+meta, hence in every checkpoint). The denoiser predicts the original token at [MASK] positions;
+the remasker (same architecture) predicts, at every position of a fully filled sequence, either
+the token itself or WRONG. The sampler starts from a canvas of [MASK] (a prompt stays fixed) and
+commits a scheduled number of tokens per denoiser pass until none is masked; committed tokens
+may go back to [MASK] (random or learned remasking). Categorical draws are Gumbel-max in float64.
+"""
+import math
+
+import torch
+from torch.nn import functional as F
+
+SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
+    steps=64, length=0,  # length 0 = the model's block_size
+    order='confidence', score_temperature=0.0, block_len=0,
+    remask='none', remask_ratio=0.25, remask_threshold=0.5, remasker_ckpt='',
+)
+ORDERS = ('random', 'confidence', 'margin')
+REMASKS = ('none', 'random', 'learned')
+
+
+def special_ids(meta):
+    """(base_vocab, mask_id, wrong_id) from a masked-diffusion meta."""
+    return meta['base_vocab_size'], meta['mask_token_id'], meta['wrong_token_id']
+
+
+def draw_t(batch_size, eps, stratified, gen):
+    """Masking ratios t (B,) in [eps, 1): stratified = one uniform offset shared by B evenly
+    spaced strata (lower-variance loss, as MDLM), otherwise i.i.d. uniform."""
+    if stratified:
+        u = (torch.rand((), generator=gen) + torch.arange(batch_size)) / batch_size
+    else:
+        u = torch.rand(batch_size, generator=gen)
+    return eps + (1 - eps) * u
+
+
+def draw_mask(maskable, t, gen):
+    """maskable (B, T) bool, t (B,) -> masked (B, T) bool: each maskable position with prob t."""
+    u = torch.rand(maskable.shape, generator=gen)
+    return (u < t[:, None]) & maskable
+
+
+def gumbel_argmax(logits, temperature, gen):
+    """Categorical sample along the last dim in float64 (temperature 0 = argmax).
+    float64 because float32 Gumbel noise is coarse enough to bias low-probability tokens."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logp = F.log_softmax(logits.double() / temperature, dim=-1)
+    u = torch.rand(logp.shape, dtype=torch.float64, generator=gen, device=logp.device)
+    g = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+    return (logp + g).argmax(-1)
+
+
+def random_other_tokens(tok, vocab, gen):
+    """A uniform token of [0, vocab) that differs from tok (B, T): a corruption is always wrong."""
+    r = torch.randint(0, vocab - 1, tok.shape, generator=gen)
+    return r + (r >= tok).long()
+
+
+@torch.no_grad()
+def denoiser_samples(denoiser, x, masked, base_vocab, temperature, gen, attention_mask=None):
+    """One denoiser pass on x (B, T) (masked positions hold [MASK]): a base-vocabulary sample at
+    every masked position, x elsewhere. The on-policy remasker's corruptions."""
+    logits, _ = denoiser(x, attention_mask=attention_mask)
+    s = gumbel_argmax(logits[..., :base_vocab], temperature, gen)
+    return torch.where(masked, s, x)
+
+
+def _topk_mask(key, k):
+    """key (B, L) float (-inf = not allowed), k (B,) long -> bool (B, L): each row's k largest."""
+    order = key.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(key.size(1)).expand_as(order).contiguous())
+    return (rank < k[:, None]) & torch.isfinite(key)
+
+
+def _gumbel(shape, gen):
+    u = torch.rand(shape, dtype=torch.float64, generator=gen).clamp(1e-300, 1.0 - 1e-16)
+    return -torch.log(-torch.log(u))
+
+
+def step_plan(steps, n_blocks):
+    """[(block, local step j, steps of that block)] for every global step: steps are shared out
+    evenly over the semi-autoregressive blocks (earlier blocks get the remainder)."""
+    if steps < n_blocks:
+        raise ValueError(f"steps={steps} < {n_blocks} blocks: every block needs a step; raise "
+                         f"--steps or --block_len")
+    plan = []
+    for b in range(n_blocks):
+        sb = steps // n_blocks + (b < steps % n_blocks)
+        plan += [(b, j, sb) for j in range(sb)]
+    return plan
+
+
+@torch.no_grad()
+def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidence',
+                     temperature=1.0, score_temperature=0.0, block_len=0, remask='none',
+                     remask_ratio=0.25, remasker=None, wrong_id=None, remask_threshold=0.5,
+                     attention_mask=None, gen=None):
+    """Fill every [MASK] of canvas (B, L) in `steps` denoiser passes.
+
+    Step s (block b, local step j of S_b): one denoiser pass samples x0 at every masked position;
+    the masked positions of blocks <= b with the highest order keys are committed so that block b
+    keeps N_b - floor(N_b (j+1) / S_b) masked (earlier blocks none). Then, except after the last
+    step, up to remask_ratio * (tokens the schedule adds this step; fractions carried) committed non-prompt positions go back
+    to [MASK]: `random` uniformly, `learned` those the remasker scores most likely WRONG (above
+    remask_threshold) on the draft = canvas with the remaining masks filled by x0 (a fully filled
+    sequence, like its training inputs). Returns (canvas, info): info['nfe'] = forward passes per
+    sample of every model, info['committed'] / info['remasked'] = per-step (B,) counts."""
+    if order not in ORDERS or remask not in REMASKS:
+        raise ValueError(f"order must be one of {ORDERS}, remask one of {REMASKS}")
+    if remask == 'learned' and (remasker is None or wrong_id is None):
+        raise ValueError("remask='learned' needs a remasker model and wrong_id")
+    gen = gen or torch.Generator().manual_seed(0)
+    x = canvas.clone()
+    B, L = x.shape
+    free = x == mask_id  # (B, L): positions to generate; the rest is the fixed prompt
+    free_rank = free.long().cumsum(1) - 1
+    blen = block_len if block_len > 0 else L
+    block_id = torch.where(free, free_rank // blen, torch.full_like(free_rank, -1))
+    n_blocks = max(1, math.ceil(int(free.sum(1).max()) / blen))
+    nfe, committed, remasked = 0, [], []
+    plan = step_plan(steps, n_blocks)
+    for s, (b, j, sb) in enumerate(plan):
+        eligible = free & (block_id <= b)
+        masked = x == mask_id
+        logits = model(x, attention_mask=attention_mask)[0][..., :base_vocab].double()
+        nfe += 1
+        x0 = gumbel_argmax(logits, temperature, gen)  # (B, L)
+        if order == 'random':
+            score = torch.rand((B, L), dtype=torch.float64, generator=gen)
+        else:
+            p = F.softmax(logits / (temperature or 1.0), dim=-1)
+            top2 = p.topk(2, dim=-1).values
+            score = top2[..., 0] if order == 'confidence' else top2[..., 0] - top2[..., 1]
+            if score_temperature > 0:  # sample the order instead of taking the top keys
+                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel((B, L), gen)
+        n_b = (free & (block_id == b)).sum(1)
+        target = n_b - (n_b * (j + 1)) // sb  # masked left in block b after this step
+        k = (masked & eligible).sum(1) - target
+        key = torch.where(masked & eligible, score, torch.full_like(score, -math.inf))
+        commit = _topk_mask(key, k)
+        x = torch.where(commit, x0, x)
+        committed.append(commit.sum(1))
+        if remask == 'none' or s == len(plan) - 1:
+            continue
+        cand = eligible & (x != mask_id)
+        # budget: remask_ratio of the tokens the schedule has added so far, spread without
+        # rounding loss (ratio 0.25 at one token per step = one remask every 4th step)
+        done, before = (n_b * (j + 1)) // sb, (n_b * j) // sb
+        r = (remask_ratio * done.double()).floor().long() - (remask_ratio * before.double()).floor().long()
+        if remask == 'random':
+            key = torch.rand((B, L), dtype=torch.float64, generator=gen)
+        else:
+            draft = torch.where(x == mask_id, x0, x)
+            p_wrong = F.softmax(remasker(draft, attention_mask=attention_mask)[0].double(), -1)[..., wrong_id]
+            nfe += 1
+            key = torch.where(p_wrong > remask_threshold, p_wrong, torch.full_like(p_wrong, -math.inf))
+        back = _topk_mask(torch.where(cand, key, torch.full_like(key, -math.inf)), r)
+        x = torch.where(back, torch.full_like(x, mask_id), x)
+        remasked.append(back.sum(1))
+    assert not (x == mask_id).any(), "sampler left a [MASK]"  # the schedule ends at 0 masked
+    return x, {'nfe': nfe, 'committed': committed, 'remasked': remasked}
+
+
+def load_remasker(path, meta, device='cpu'):
+    """A remasking checkpoint whose vocabulary (mask / wrong ids) matches the denoiser's meta."""
+    import sample  # lazy: sample.py imports this module
+    remasker, ck = sample.load_checkpoint(path, device)
+    if ck.get('objective') != 'remasking' or ck['meta'].get('wrong_token_id') != meta['wrong_token_id']:
+        raise ValueError(f"--remasker_ckpt={path} is not a remasking checkpoint with wrong id "
+                         f"{meta['wrong_token_id']} (objective {ck.get('objective')!r})")
+    return remasker
+
+
+def sample_main(cfg, model, ckpt, path):
+    """sample.py --mode=diffusion: prompt `start` (fixed) + [MASK] up to `length`."""
+    import sample
+    from configurator import ConfigError
+    meta = ckpt.get('meta') or {}
+    if model.config.causal or 'mask_token_id' not in meta:
+        raise ConfigError(f"{path} is not a masked-diffusion denoiser (objective "
+                          f"'{ckpt.get('objective')}'): train one with --objective=unmasking")
+    base, mask_id, wrong_id = special_ids(meta)
+    encode, decode = sample.codec(meta, cfg['bpe_dir'])
+    L = cfg['length'] or model.config.block_size
+    ids = encode(cfg['start'])[:L]
+    canvas = torch.full((cfg['num_samples'], L), mask_id, dtype=torch.long)
+    canvas[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    remasker = None
+    try:
+        if cfg['remask'] == 'learned':
+            remasker = load_remasker(cfg['remasker_ckpt'], meta, cfg['device'])
+        out, info = diffusion_sample(
+            model, canvas.to(cfg['device']), cfg['steps'], mask_id, base, order=cfg['order'],
+            temperature=cfg['temperature'], score_temperature=cfg['score_temperature'],
+            block_len=cfg['block_len'], remask=cfg['remask'], remask_ratio=cfg['remask_ratio'],
+            remasker=remasker, wrong_id=wrong_id, remask_threshold=cfg['remask_threshold'],
+            gen=torch.Generator().manual_seed(cfg['seed']))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    outs = [decode(row.tolist()) for row in out]
+    for o in outs:
+        print(o)
+        print('---------------')
+    print(f"NFE per sample: {info['nfe']}")
+    return outs

@@ -1,0 +1,259 @@
+"""Masked diffusion: masking statistics, remasking inputs/targets, extra ids, checkpoint names,
+the sampler's schedule, orders, remasking and NFE (diffusion.py, batches.py, sample.py)."""
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import batches
+import diffusion
+import sample
+import train
+from configurator import ConfigError
+from utils import DataError
+
+
+def make_source(data_root, objective='unmasking', dataset='tiny_char', **over):
+    cfg = {**train.DEFAULTS, 'data_root': data_root, 'dataset': dataset, 'block_size': 32,
+           'objective': objective, **over}
+    return batches.make_source(cfg, seed=0)
+
+
+@pytest.fixture(scope='module')
+def rows_root(tmp_path_factory):
+    """A path-star-like row dataset: rows of 12 tokens, answer = positions [6, 10), PAD = 1
+    at positions 10, 11 of every row and at the answer's last position in odd rows."""
+    root = tmp_path_factory.mktemp('rows')
+    d = root / 'rows'
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 64), ('val', 16)):
+        rows = rng.integers(2, 20, size=(n, 12)).astype(np.uint16)
+        rows[:, 10:] = 1
+        rows[1::2, 9] = 1
+        rows.tofile(d / f'{split}.bin')
+    meta = {'vocab_size': 20, 'row_len': 12, 'answer_start': 6, 'answer_len': 4,
+            'special_tokens': {'PAD': 1, 'PAUSE': 0}}
+    (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
+    return str(root)
+
+
+def base_vocab(data_root):
+    with open(os.path.join(data_root, 'tiny_char', 'meta.pkl'), 'rb') as f:
+        return pickle.load(f)['vocab_size']
+
+
+def test_two_extra_ids_and_bidirectional(data_root):
+    src, V = make_source(data_root), base_vocab(data_root)
+    assert src.meta['base_vocab_size'] == V and src.vocab_size == src.meta['vocab_size'] == V + 2
+    assert (src.meta['mask_token_id'], src.meta['wrong_token_id']) == (V, V + 1)
+    assert src.causal is False and make_source(data_root, 'remasking').causal is False
+
+
+def test_unmasking_fraction_tracks_t_and_targets_are_the_originals(data_root):
+    src, V = make_source(data_root), base_vocab(data_root)
+    b = src.get_batch('train', 512, torch.Generator().manual_seed(1))
+    tok = src.clean('train', 512, torch.Generator().manual_seed(1))[0]
+    masked = b['x'] == V
+    assert torch.equal(masked, b['y'] != -1)
+    assert torch.equal(b['y'][masked], tok[masked]) and torch.equal(b['x'][~masked], tok[~masked])
+    t = b['t']
+    assert t.min() >= 1e-3 and t.max() < 1
+    # stratified: exactly one t per stratum [i/B, (i+1)/B)
+    strata = ((t - 1e-3) / (1 - 1e-3) * 512).floor().long().sort().values
+    assert torch.equal(strata, torch.arange(512))
+    frac = masked.float().mean(1)
+    assert (frac - t).abs().mean() < 0.08  # binomial(32, t) noise
+    assert masked.float().sum() / (t.sum() * 32) == pytest.approx(1.0, abs=0.03)
+    lo, hi = t < 0.1, t > 0.9
+    assert frac[lo].mean() < 0.12 and frac[hi].mean() > 0.88
+
+
+def test_rows_mask_only_real_answer_positions(rows_root):
+    src = make_source(rows_root, dataset='rows', block_size=16)
+    assert src.vocab_size == 22 and src.mask_id == 20
+    b = src.get_batch('train', 400, torch.Generator().manual_seed(0))
+    masked = b['x'] == 20
+    assert masked[:, :6].sum() == 0 and masked[:, 10:].sum() == 0  # graph/query and PAD stay
+    tok = src.clean('train', 400, torch.Generator().manual_seed(0))[0]
+    assert not masked[tok == 1].any()  # PAD inside the answer is never masked
+    assert torch.equal(b['attention_mask'], tok != 1)
+    assert masked.sum() / (b['t'][:, None] * b['maskable']).sum() == pytest.approx(1, abs=0.05)
+    r = make_source(rows_root, 'remasking', dataset='rows', block_size=16)
+    rb = r.get_batch('train', 400, torch.Generator().manual_seed(0))
+    assert not rb['wrong'][:, :6].any() and not rb['wrong'][tok == 1].any()
+    with pytest.raises(DataError, match='rows of 12 tokens exceed --block_size=8'):
+        make_source(rows_root, dataset='rows', block_size=8)
+
+
+@pytest.mark.parametrize('loss_type', ['all_positions', 'corrupted_only'])
+def test_remasking_inputs_and_targets(data_root, loss_type):
+    src, V = make_source(data_root, 'remasking', remasking_loss_type=loss_type), base_vocab(data_root)
+    b = src.get_batch('train', 256, torch.Generator().manual_seed(3))
+    tok = src.clean('train', 256, torch.Generator().manual_seed(3))[0]
+    wrong = b['x'] != tok
+    assert torch.equal(wrong, b['wrong'])
+    assert b['x'].max() < V  # random base-vocabulary tokens: never MASK nor WRONG
+    assert (b['y'][wrong] == V + 1).all()
+    if loss_type == 'all_positions':
+        assert torch.equal(b['y'][~wrong], tok[~wrong])
+    else:
+        assert (b['y'][~wrong] == -1).all()
+    assert wrong.float().sum() / (b['t'].sum() * 32) == pytest.approx(1.0, abs=0.04)
+    with pytest.raises(ConfigError, match='remasking_loss_type=both'):
+        make_source(data_root, 'remasking', remasking_loss_type='both')
+
+
+def test_on_policy_corruptions_are_the_denoisers_samples(data_root, tiny_args, tmp_path):
+    train.main(tiny_args + ['--objective=unmasking', '--max_iters=1', '--eval_interval=100'])
+    ck = str(tmp_path / 'out' / 'ckpt.pt')
+    src, V = make_source(data_root, 'remasking', remasking_denoiser=ck), base_vocab(data_root)
+
+    class AlwaysE(torch.nn.Module):  # a "denoiser" that always proposes token 5
+        def forward(self, x, attention_mask=None):
+            self.seen = x
+            return torch.nn.functional.one_hot(torch.full_like(x, 5), V + 2).float() * 50, None
+    src.denoiser = AlwaysE()
+    b = src.get_batch('train', 64, torch.Generator().manual_seed(4))
+    tok = src.clean('train', 64, torch.Generator().manual_seed(4))[0]
+    seen = src.denoiser.seen  # the denoiser saw [MASK] exactly at the chosen positions
+    chosen = seen == V
+    assert chosen.any() and torch.equal(seen[~chosen], tok[~chosen])
+    assert (b['x'][chosen] == 5).all() and torch.equal(b['x'][~chosen], tok[~chosen])
+    # WRONG only where the sample differs from the original: chosen positions holding 5 stay
+    assert torch.equal(b['wrong'], chosen & (tok != 5)) and (chosen & (tok == 5)).any()
+    assert torch.equal(b['y'], torch.where(b['wrong'], V + 1, tok))
+    with pytest.raises(DataError, match='not an unmasking checkpoint'):
+        train.main(tiny_args + ['--max_iters=1', '--eval_interval=100', f'--out_dir={tmp_path}/nt'])
+        make_source(data_root, 'remasking', remasking_denoiser=f'{tmp_path}/nt/ckpt.pt')
+
+
+def test_checkpoint_names_meta_and_val_metrics(tiny_args, data_root, tmp_path):
+    V = base_vocab(data_root)
+    h = train.main(tiny_args + ['--objective=unmasking', '--max_iters=4', '--eval_interval=2'])
+    out = tmp_path / 'out'
+    assert {'ckpt.pt', 'ckpt_unmasking_2.pt', 'ckpt_unmasking_4.pt'} <= set(os.listdir(out))
+    ck = torch.load(out / 'ckpt_unmasking_4.pt', weights_only=False)
+    assert ck['meta']['mask_token_id'] == V and ck['model_args']['vocab_size'] == V + 2
+    assert ck['model_args']['causal'] is False
+    e0 = h['eval'][0]  # an untrained model is ~uniform over V+2 ids: ~log2(V+2) bits per token
+    assert e0['val_masked_ce'] == pytest.approx(math.log(V + 2), rel=0.05)
+    assert e0['val_bound_bpt'] == pytest.approx(math.log2(V + 2), rel=0.25)
+    h = train.main(tiny_args + ['--objective=remasking', '--remasking_loss_type=corrupted_only',
+                                '--max_iters=30', '--eval_interval=30', f'--out_dir={tmp_path}/r'])
+    assert os.path.exists(tmp_path / 'r' / 'ckpt_remasking_corrupted_only_30.pt')
+    assert h['eval'][-1]['clean_as_wrong'] > 0.9  # the collapse: every target it saw was WRONG
+
+
+class Recorder(torch.nn.Module):
+    """A fake denoiser: fixed logits (L, V) for every row; records each input canvas."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits, self.inputs = logits, []
+
+    def forward(self, x, attention_mask=None):
+        self.inputs.append(x.clone())
+        return self.logits.expand(x.size(0), -1, -1), None
+
+
+def test_schedule_commits_the_scheduled_count_and_ends_unmasked():
+    L, V, mask = 16, 12, 10
+    model = Recorder(torch.randn(L, V, generator=torch.Generator().manual_seed(0)))
+    canvas = torch.full((3, L), mask)
+    canvas[:, :3] = torch.tensor([1, 2, 3])
+    out, info = diffusion.diffusion_sample(model, canvas, 5, mask, 10, order='random')
+    assert torch.stack(info['committed']).T.tolist() == [[2, 3, 2, 3, 3]] * 3  # 13 over 5 steps
+    assert info['nfe'] == 5 and len(model.inputs) == 5
+    assert not (out == mask).any() and out.max() < 10
+    assert torch.equal(out[:, :3], canvas[:, :3])
+
+
+def test_confidence_and_margin_orders_and_semi_ar_blocks():
+    L, V, mask = 8, 6, 4
+    peak = torch.arange(L, dtype=torch.float)  # position i: one token with logit i
+    logits = torch.zeros(L, V)
+    logits[torch.arange(L), torch.arange(L) % 4] = peak
+    for order in ('confidence', 'margin'):
+        model = Recorder(logits)
+        out, _ = diffusion.diffusion_sample(model, torch.full((2, L), mask), L, mask, 4,
+                                            order=order, temperature=0)
+        first_masked = [int((x[0] == mask).nonzero()[-1]) for x in model.inputs]
+        assert first_masked == list(range(L - 1, -1, -1))  # most confident (rightmost) first
+        assert torch.equal(out[0], torch.arange(L) % 4)
+    model = Recorder(logits)
+    diffusion.diffusion_sample(model, torch.full((1, L), mask), 4, mask, 4, order='confidence',
+                               block_len=4)
+    x2 = model.inputs[2][0]  # start of block 2: block 1 done, block 2 untouched
+    assert not (x2[:4] == mask).any() and (x2[4:] == mask).all()
+    with pytest.raises(ValueError, match='steps=1 < 2 blocks'):
+        diffusion.diffusion_sample(model, torch.full((1, L), mask), 1, mask, 4, block_len=4)
+
+
+def test_random_and_learned_remasking_budget_ids_and_nfe():
+    L, V, mask, wrong = 12, 7, 5, 6
+    model = Recorder(torch.randn(L, V, generator=torch.Generator().manual_seed(1)))
+    out, info = diffusion.diffusion_sample(model, torch.full((4, L), mask), 6, mask, 5,
+                                           remask='random', remask_ratio=0.5)
+    assert info['nfe'] == 6 and len(info['remasked']) == 5 and not (out == mask).any()
+    assert [int(r[0]) for r in info['remasked']] == [1] * 5  # round(0.5 * 2) per step
+    # steps 1..5 commit the 2 scheduled tokens plus the one sent back
+    assert [int(c[0]) for c in info['committed']] == [2, 3, 3, 3, 3, 3]
+    # one token per step: the 0.25 budget carries over (a remask every 4th step), never rounds to 0
+    _, info = diffusion.diffusion_sample(model, torch.full((1, L), mask), L, mask, 5,
+                                         remask='random', remask_ratio=0.25)
+    assert [int(r[0]) for r in info['remasked']] == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
+
+    class Remasker(torch.nn.Module):  # says position 0 is WRONG, everything else fine
+        def __init__(self):
+            super().__init__()
+            self.inputs = []
+
+        def forward(self, x, attention_mask=None):
+            self.inputs.append(x.clone())
+            lg = torch.zeros(x.size(0), x.size(1), V)
+            lg[..., 0] = 1.0
+            lg[:, 0, wrong] = 20.0
+            return lg, None
+    logits = torch.zeros(L, V)
+    logits[0, 2] = 30.0  # position 0 is the most confident: committed first
+    model, rm = Recorder(logits), Remasker()
+    out, info = diffusion.diffusion_sample(model, torch.full((2, L), mask), 4, mask, 5,
+                                           order='confidence', remask='learned', remasker=rm,
+                                           wrong_id=wrong, remask_ratio=1.0)
+    assert info['nfe'] == 4 + 3 and len(rm.inputs) == 3
+    for x in rm.inputs:  # the remasker sees full drafts of base tokens, as in training
+        assert x.shape == (2, L) and x.max() < 5
+    for x in model.inputs[1:]:  # position 0 went back to [MASK] after every step but the last
+        assert (x[:, 0] == mask).all()
+    assert [int(r[0]) for r in info['remasked']] == [1, 1, 1]  # only the one above threshold
+    assert not (out == mask).any()
+    with pytest.raises(ValueError, match='needs a remasker'):
+        diffusion.diffusion_sample(model, torch.full((1, L), mask), 4, mask, 5, remask='learned')
+
+
+def test_gumbel_sampling_is_float64_categorical():
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.1])).expand(40000, 3)
+    s = diffusion.gumbel_argmax(logits, 1.0, torch.Generator().manual_seed(0))
+    freq = torch.bincount(s, minlength=3).double() / 40000
+    assert freq.tolist() == pytest.approx([0.7, 0.2, 0.1], abs=0.01)
+    assert (diffusion.gumbel_argmax(logits, 0, None) == 0).all()
+
+
+def test_sample_py_diffusion_mode_end_to_end(tiny_args, tmp_path):
+    train.main(tiny_args + ['--objective=unmasking', '--max_iters=2', '--eval_interval=100'])
+    train.main(tiny_args + ['--objective=remasking', '--max_iters=2', '--eval_interval=100',
+                            f'--out_dir={tmp_path}/rm'])
+    args = [f'--out_dir={tmp_path}/out', '--mode=diffusion', '--num_samples=2', '--steps=8',
+            '--start=ROMEO:', '--length=24']
+    for extra in (['--order=random'], ['--remask=learned', f'--remasker_ckpt={tmp_path}/rm/ckpt.pt']):
+        outs = sample.main(args + extra)
+        assert len(outs) == 2 and all(o.startswith('ROMEO:') and len(o) == 24 for o in outs)
+    with pytest.raises(ConfigError, match='not a remasking checkpoint'):
+        sample.main(args + ['--remask=learned', f'--remasker_ckpt={tmp_path}/out/ckpt.pt'])
+    train.main(tiny_args + ['--max_iters=1', '--eval_interval=100', f'--out_dir={tmp_path}/nt'])
+    with pytest.raises(ConfigError, match='not a masked-diffusion denoiser'):
+        sample.main([f'--out_dir={tmp_path}/nt', '--mode=diffusion'])
