@@ -408,7 +408,7 @@ class MaskedSource(Source):
 class Unmasking(MaskedSource):
     """Denoiser: [MASK] at each maskable position with prob t ~ U(eps, 1); predict the originals.
     Val also reports the masked CE and the 1/t-weighted bound (bits/token, as MDLM/LLaDA)."""
-    defaults = {'mask_eps': 1e-3, 'mask_stratified': True}
+    defaults = {'mask_eps': 1e-3, 'mask_stratified': True, 'diffusion_eval_rows': 500}
     run_tag = 'unmasking'
 
     def get_batch(self, split, batch_size, gen=None):
@@ -430,8 +430,20 @@ class Unmasking(MaskedSource):
             ce_sum, n_masked = ce_sum + float(ce.sum()), n_masked + float((b['y'] != -1).sum())
             per_row = ce.sum(1) / b['t'] / b['maskable'].sum(1).clamp(min=1)
             bound, rows = bound + float(per_row.sum()), rows + len(per_row)
-        return {'val_masked_ce': ce_sum / max(n_masked, 1),
-                'val_bound_bpt': bound / rows / math.log(2)}
+        out = {'val_masked_ce': ce_sum / max(n_masked, 1),
+               'val_bound_bpt': bound / rows / math.log(2)}
+        if self.rows:  # path-star: decode the answers (confidence / random order, one pass)
+            n = cfg['diffusion_eval_rows']
+            val = np.memmap(self.paths['val'], dtype=self.dtype, mode='r')
+            val = np.asarray(val[:n * self.T]).reshape(-1, self.T).astype(np.int64)
+            for name, order, steps in (('conf', 'confidence', 0), ('rand', 'random', 0),
+                                       ('parallel', 'confidence', 1)):
+                r = diffusion.path_accuracy(model, val, self.meta, order, steps, device)
+                out[f'val_path_acc_{name}'] = r['exact_match']
+                if name == 'conf':
+                    out['conf_pos_acc'] = ' '.join(f'{v:.3f}' for v in r['per_position'])
+                    out['conf_order'] = ' '.join(f'{v:.1f}' for v in r['order'])
+        return out
 
 
 class Remasking(MaskedSource):

@@ -50,7 +50,7 @@ def gumbel_argmax(logits, temperature, gen):
     if temperature == 0:
         return logits.argmax(-1)
     logp = F.log_softmax(logits.double() / temperature, dim=-1)
-    u = torch.rand(logp.shape, dtype=torch.float64, generator=gen, device=logp.device)
+    u = torch.rand(logp.shape, dtype=torch.float64, generator=gen).to(logp.device)
     g = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
     return (logp + g).argmax(-1)
 
@@ -110,7 +110,8 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
     to [MASK]: `random` uniformly, `learned` those the remasker scores most likely WRONG (above
     remask_threshold) on the draft = canvas with the remaining masks filled by x0 (a fully filled
     sequence, like its training inputs). Returns (canvas, info): info['nfe'] = forward passes per
-    sample of every model, info['committed'] / info['remasked'] = per-step (B,) counts."""
+    sample of every model, info['committed'] / info['remasked'] = per-step (B,) counts,
+    info['commit_step'] (B, L) = the step at which each position was last committed (-1: prompt)."""
     if order not in ORDERS or remask not in REMASKS:
         raise ValueError(f"order must be one of {ORDERS}, remask one of {REMASKS}")
     if remask == 'learned' and (remasker is None or wrong_id is None):
@@ -124,6 +125,7 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
     block_id = torch.where(free, free_rank // blen, torch.full_like(free_rank, -1))
     n_blocks = max(1, math.ceil(int(free.sum(1).max()) / blen))
     nfe, committed, remasked = 0, [], []
+    commit_step = torch.full_like(x, -1)  # (B, L): the step at which a position was last committed
     plan = step_plan(steps, n_blocks)
     for s, (b, j, sb) in enumerate(plan):
         eligible = free & (block_id <= b)
@@ -132,19 +134,20 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
         nfe += 1
         x0 = gumbel_argmax(logits, temperature, gen)  # (B, L)
         if order == 'random':
-            score = torch.rand((B, L), dtype=torch.float64, generator=gen)
+            score = torch.rand((B, L), dtype=torch.float64, generator=gen).to(x.device)
         else:
             p = F.softmax(logits / (temperature or 1.0), dim=-1)
             top2 = p.topk(2, dim=-1).values
             score = top2[..., 0] if order == 'confidence' else top2[..., 0] - top2[..., 1]
             if score_temperature > 0:  # sample the order instead of taking the top keys
-                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel((B, L), gen)
+                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel((B, L), gen).to(x.device)
         n_b = (free & (block_id == b)).sum(1)
         target = n_b - (n_b * (j + 1)) // sb  # masked left in block b after this step
         k = (masked & eligible).sum(1) - target
         key = torch.where(masked & eligible, score, torch.full_like(score, -math.inf))
         commit = _topk_mask(key, k)
         x = torch.where(commit, x0, x)
+        commit_step = torch.where(commit, s, commit_step)
         committed.append(commit.sum(1))
         if remask == 'none' or s == len(plan) - 1:
             continue
@@ -154,7 +157,7 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
         done, before = (n_b * (j + 1)) // sb, (n_b * j) // sb
         r = (remask_ratio * done.double()).floor().long() - (remask_ratio * before.double()).floor().long()
         if remask == 'random':
-            key = torch.rand((B, L), dtype=torch.float64, generator=gen)
+            key = torch.rand((B, L), dtype=torch.float64, generator=gen).to(x.device)
         else:
             draft = torch.where(x == mask_id, x0, x)
             p_wrong = F.softmax(remasker(draft, attention_mask=attention_mask)[0].double(), -1)[..., wrong_id]
@@ -164,7 +167,34 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
         x = torch.where(back, torch.full_like(x, mask_id), x)
         remasked.append(back.sum(1))
     assert not (x == mask_id).any(), "sampler left a [MASK]"  # the schedule ends at 0 masked
-    return x, {'nfe': nfe, 'committed': committed, 'remasked': remasked}
+    return x, {'nfe': nfe, 'committed': committed, 'remasked': remasked, 'commit_step': commit_step}
+
+
+@torch.no_grad()
+def path_accuracy(model, rows, meta, order='confidence', steps=0, device='cpu', batch_size=500):
+    """A denoiser decoding path-star answers: each row (n, row_len) with its answer positions
+    [answer_start, +answer_len) set to [MASK] (graph and query visible, PAD not attended to),
+    `steps` greedy passes (0: one token per pass; 1: one parallel pass). Returns exact_match,
+    per_position accuracy and order: the mean step at which each answer position was committed
+    (e.g. [4, 3, 2, 1, 0] = goal first, then backwards)."""
+    base, mask_id, _ = special_ids(meta)
+    a, L = meta['answer_start'], meta['answer_len']
+    pad = (meta.get('special_tokens') or {}).get('PAD')
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    preds, when = [], []
+    for chunk in rows.split(batch_size):
+        canvas = chunk.clone()
+        canvas[:, a:a + L] = mask_id
+        attn = (chunk != pad).to(device) if pad is not None else None
+        x, info = diffusion_sample(model, canvas.to(device), steps or L, mask_id, base, order=order,
+                                   temperature=0, attention_mask=attn, gen=gen)
+        preds.append(x[:, a:a + L].cpu())
+        when.append(info['commit_step'][:, a:a + L].cpu())
+    correct = torch.cat(preds) == rows[:, a:a + L]
+    return dict(exact_match=correct.all(1).float().mean().item(),
+                per_position=correct.float().mean(0).tolist(),
+                order=torch.cat(when).double().mean(0).tolist())
 
 
 def load_remasker(path, meta, device='cpu'):

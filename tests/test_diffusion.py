@@ -257,3 +257,33 @@ def test_sample_py_diffusion_mode_end_to_end(tiny_args, tmp_path):
     train.main(tiny_args + ['--max_iters=1', '--eval_interval=100', f'--out_dir={tmp_path}/nt'])
     with pytest.raises(ConfigError, match='not a masked-diffusion denoiser'):
         sample.main([f'--out_dir={tmp_path}/nt', '--mode=diffusion'])
+
+
+def test_path_accuracy_decodes_answers_and_traces_the_order():
+    """An oracle denoiser that knows each row's answer, most sure of the goal end: confidence
+    order commits goal first (then backwards), is exact; random order is exact too but in
+    another order; the graph/query prefix is never changed."""
+    import torch
+    from diffusion import path_accuracy
+    base, a, L, T = 20, 6, 5, 12
+    meta = {'base_vocab_size': base, 'mask_token_id': base, 'wrong_token_id': base + 1,
+            'answer_start': a, 'answer_len': L, 'special_tokens': {'PAD': 19}}
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 18, (40, T), generator=g)
+    rows[:, a + L:] = 19  # PAD after the answer
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x, attention_mask=None):
+            assert attention_mask is not None and not attention_mask[:, a + L:].any()
+            assert (x[:, :a] == rows[:len(x), :a]).all()  # prompt intact
+            logits = torch.zeros(*x.shape, base + 2)
+            sure = torch.arange(T, dtype=torch.float) * 0.5 + 1.0  # later position = surer
+            logits.scatter_(2, rows[:len(x), :, None], sure[None, :, None].expand(len(x), T, 1))
+            return logits, None
+    r = path_accuracy(Oracle(), rows, meta, 'confidence')
+    assert r['exact_match'] == 1.0 and r['order'] == [4.0, 3.0, 2.0, 1.0, 0.0]
+    r = path_accuracy(Oracle(), rows, meta, 'random')
+    assert r['exact_match'] == 1.0 and r['order'] != [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert abs(sum(r['order']) / L - 2.0) < 1e-9
+    r = path_accuracy(Oracle(), rows, meta, 'confidence', steps=1)  # one parallel pass
+    assert r['exact_match'] == 1.0 and r['order'] == [0.0] * L

@@ -204,3 +204,18 @@ def test_flex_block_mask_matches_sdpa_bool_mask(causal):
         model.attn_impl = 'flex'
         got, got_loss = model(x, y, attention_mask=am)
     assert torch.allclose(ref, got, atol=1e-5) and torch.allclose(ref_loss, got_loss, atol=1e-6)
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_no_mask_path_equals_an_all_true_mask(causal):
+    """The mask-free SDPA path (flash on CUDA) and the bool-mask path compute the same thing,
+    forward and backward: a plateau of unmasked runs cannot come from the kernel choice."""
+    x, y = batch()
+    grads = []
+    for am in (None, torch.ones_like(x, dtype=torch.bool)):
+        model = tiny(causal).train()
+        logits, loss = model(x, y, attention_mask=am)
+        loss.backward()
+        grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
