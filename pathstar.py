@@ -279,12 +279,19 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
     cfg, meta = ckpt['config'], ckpt['meta']
     data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
     mode = 'parallel' if cfg.get('pathstar_teacherless') else 'greedy'
+    if ckpt.get('objective') == 'unmasking':  # a masked-diffusion denoiser: confidence order
+        from diffusion import path_accuracy
+        mode = 'diffusion, confidence order'
     out = {}
     for split in ('val', 'train'):
         rows = read_rows(data_dir, split, meta)
         if meta['format'] == 'inweights':
             rows = rows[rows[:, 0] == meta['path_token']]
-        r = evaluate_paths(model, rows[:num_eval], meta, mode, device=device)
+        if mode.startswith('diffusion'):
+            r = dict(path_accuracy(model, rows[:num_eval], meta, 'confidence', device=device),
+                     n=len(rows[:num_eval]))
+        else:
+            r = evaluate_paths(model, rows[:num_eval], meta, mode, device=device)
         out[split] = r
         if verbose:
             print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows ({mode}), per "

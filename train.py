@@ -306,7 +306,8 @@ def main(argv=None):
                                **{f'diag/{k_}': v for k_, v in diag.items()}})
             history['train'].append({'iter': iter_num, 'loss': lossf})
         iter_num += 1
-    if ddp:
+    if ddp:  # wait for rank 0's final eval/checkpoint: tearing gloo down under a busy peer aborts
+        dist.barrier()
         dist.destroy_process_group()
     return history
 

@@ -1,13 +1,15 @@
 """
-The path-star demo (README "Path-star"): the Clever-Hans failure of teacher forcing.
+The path-star demo (README "Path-star"): the Clever-Hans failure of teacher forcing, and a
+masked-diffusion denoiser that does not have it.
 
-    python bench/pathstar_demo.py                  # datasets + 3 trainings (2 at a time) + table
+    python bench/pathstar_demo.py                  # datasets + 4 trainings (2 at a time) + table
     python bench/pathstar_demo.py --max_iters=600  # shorter
     python bench/pathstar_demo.py --reuse          # only print the table of finished runs
+    python bench/pathstar_demo.py --runs=all       # also the multi-token-prediction runs
 
-Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one thread, logging to
-<out_dir>/train.log; the table evaluates each run's final checkpoint (pathstar.evaluate_checkpoint). Datasets are made
-with pathstar.py when missing.
+Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one thread (the
+denoiser DIFFUSION_SCALE x M), logging to <out_dir>/train.log; the table evaluates each run's
+final checkpoint (pathstar.evaluate_checkpoint). Datasets are made with pathstar.py when missing.
 """
 import argparse
 import os
@@ -29,9 +31,14 @@ RUNS = [
      ['--d=2', '--l=5', '--N=50'], '~1/2', []),
     ('G(2,5) reverse targets', 'config/pathstar_d2_l5_rev.py',
      ['--d=2', '--l=5', '--N=50', '--reverse'], '>= 0.99', []),
+    ('G(2,5) masked diffusion, confidence order', 'config/diffusion_pathstar_d2_l5.py',
+     ['--d=2', '--l=5', '--N=50'], '~1 (solves it)', ['--learning_rate=3e-3', '--min_lr=3e-4']),
 ] + [  # multi-token prediction (issue 9): same data and steps, k heads
     (f'G(2,5) forward, {k} heads (MTP)', 'config/pathstar_d2_l5.py', ['--d=2', '--l=5', '--N=50'],
      '?', [f'--n_future={k}', f'--out_dir=out-pathstar-d2-l5-mtp{k}']) for k in (2, 4)]
+# a denoiser needs more steps than the next-token runs (README "Masked diffusion"): it runs
+# DIFFUSION_SCALE x --max_iters
+DIFFUSION_SCALE = 4
 
 
 def last_eval(log, max_iters):
@@ -55,7 +62,7 @@ def main(argv=None):
     p.add_argument('--num_train', type=int, default=50_000)
     p.add_argument('--reuse', action='store_true', help='keep finished runs, print the table')
     p.add_argument('--num_eval', type=int, default=500, help='val and train rows evaluated')
-    p.add_argument('--runs', default='0,1,2', help="which RUNS (indices); 'all' for every one")
+    p.add_argument('--runs', default='0,1,2,3', help="which RUNS (indices); 'all' for every one")
     a = p.parse_args(argv)
     os.chdir(ROOT)
     runs = []
@@ -66,14 +73,14 @@ def main(argv=None):
             pathstar.main(['--mode=incontext', f'--num_train={a.num_train}',
                            f"--data_root={cfg['data_root']}", f"--name={cfg['dataset']}"] + flags)
         log = os.path.join(cfg['out_dir'], 'train.log')
-        runs.append((label, [config] + extra, log, expect))
-    M = a.max_iters
-    todo = [r for r in runs if not (a.reuse and last_eval(r[2], M))]
+        iters = a.max_iters * (DIFFUSION_SCALE if cfg['objective'] == 'unmasking' else 1)
+        runs.append((label, [config] + extra, log, expect, iters))
+    todo = [r for r in runs if not (a.reuse and last_eval(r[2], r[4]))]
     env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
     running, walls = [], {}
     while todo or running:
         while todo and len(running) < a.jobs:
-            label, config, log, _ = todo.pop(0)
+            label, config, log, _, M = todo.pop(0)
             os.makedirs(os.path.dirname(log), exist_ok=True)
             cmd = [sys.executable, 'train.py', *config, f'--max_iters={M}', f'--lr_decay_iters={M}',
                    f'--eval_interval={max(1, M // 3)}', '--num_threads=1']
@@ -87,22 +94,22 @@ def main(argv=None):
                 walls[r[0]] = time.time() - r[2]
                 if r[1].returncode:
                     sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see its train.log")
-    print(f"\npath accuracy after {M} iterations (3 layers x 64, {a.num_train // 1000}k train "
-          f"graphs; {a.num_eval} held-out and {a.num_eval} train rows; greedy decoding; 'given "
-          f"the true prefix' = teacher-forced accuracy of each answer token)\n")
-    print('| run | val exact-match | val per-position | val per-position given the true prefix '
-          '| train exact-match | expected | wall |')
-    print('|---|---|---|---|---|---|---|')
-    for label, _, log, expect in runs:
+    print(f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; {a.num_eval} "
+          f"held-out and {a.num_eval} train rows; greedy decoding, for the denoiser confidence "
+          f"order; 'given the true prefix' = teacher-forced accuracy of each answer token)\n")
+    print('| run | iterations | val exact-match | val per-position | val per-position given the '
+          'true prefix | train exact-match | expected | wall |')
+    print('|---|---|---|---|---|---|---|---|')
+    for label, _, log, expect, M in runs:
         if last_eval(log, M) is None:
-            print(f'| {label} | (no finished {M}-iteration run in {log}) ||||||')
+            print(f'| {label} | {M} | (no finished run in {log}) ||||||')
             continue
         r = pathstar.evaluate_checkpoint(os.path.dirname(log), a.num_eval, verbose=False)
         wall = f"{walls[label] / 60:.1f} min" if label in walls else '(reused)'
         v = r['val']
-        print(f"| {label} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
-              f"{pathstar.fmt(v['tf_per_position'])} | {r['train']['exact_match']:.3f} | "
-              f"{expect} | {wall} |")
+        tf = pathstar.fmt(v['tf_per_position']) if 'tf_per_position' in v else '-'
+        print(f"| {label} | {M} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
+              f"{tf} | {r['train']['exact_match']:.3f} | {expect} | {wall} |")
 
 
 if __name__ == '__main__':
