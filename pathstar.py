@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from utils import DataError, token_dtype, write_dataset_dir
+from utils import DataError, run_cli, token_dtype, write_dataset_dir
 
 
 def _progress(done, total, t0, what):
@@ -342,7 +342,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    run_cli(main)

@@ -19,7 +19,7 @@ import torch
 import diffusion
 from configurator import ConfigError, load_config
 from model import GPT, GPTConfig
-from utils import DataError, gpt2_encoding
+from utils import DataError, gpt2_encoding, run_cli
 
 DEFAULTS = dict(
     out_dir='out', ckpt='', mode='next_token', start='\n', num_samples=3, max_new_tokens=500,
@@ -96,7 +96,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ConfigError, DataError) as e:
-        sys.exit(f"error: {e}")
+    run_cli(main)

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import batches
 from configurator import ConfigError, load_config
 from model import ARCH_KEYS, GPT, GPTConfig, supervised_weights
-from utils import DataError, atomic_write, vocab_compatible
+from utils import DataError, atomic_write, run_cli, vocab_compatible
 
 DEFAULTS = dict(
     # I/O
@@ -313,7 +313,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (ConfigError, DataError) as e:
-        sys.exit(f"error: {e}")
+    run_cli(main)

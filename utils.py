@@ -119,3 +119,13 @@ def vocab_compatible(old_meta, new_meta):
     if old_itos is not None and new_itos is not None:
         return all(new_itos.get(i) == s for i, s in old_itos.items())
     return True
+
+
+def run_cli(main):
+    """Run a script's main(); bad input (DataError, ConfigError) exits with its message and
+    status 1 instead of a traceback."""
+    from configurator import ConfigError
+    try:
+        main()
+    except (ConfigError, DataError) as e:
+        raise SystemExit(f"error: {e}") from None
