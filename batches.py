@@ -103,7 +103,8 @@ class PathStar(Source):
     """Whole path-star rows (pathstar.py): x = row[:-1], y = row[1:]; PAUSE/PAD targets are
     never supervised; loss_on='answer' supervises only the answer tokens, 'all' the rest too.
     pathstar_teacherless: answer inputs become '$' (one parallel pass, Bachmann & Nagarajan)."""
-    defaults = dict(pathstar_loss_on='answer', pathstar_teacherless=False, pathstar_eval_rows=500)
+    defaults = dict(pathstar_loss_on='answer', pathstar_teacherless=False, pathstar_eval_rows=500,
+                    pathstar_online=False)  # online: a fresh graph for every training example
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
@@ -133,15 +134,18 @@ class PathStar(Source):
         if self.loss_on == 'answer' and not has_answer:
             warnings.warn(f"{data_dir}/meta.pkl has no answer span: --pathstar_loss_on=all")
             self.loss_on = 'all'
-        self.teacherless = cfg['pathstar_teacherless']
+        self.teacherless, self.online = cfg['pathstar_teacherless'], cfg['pathstar_online']
         if self.teacherless and 'teacherless_token' not in self.meta:
             raise DataError(f"--pathstar_teacherless needs an in-context dataset ({data_dir} has "
                             f"no meta['teacherless_token'])")
         self.last = {}
 
     def get_batch(self, split, batch_size, gen=None):
-        rows = self.rows[split]
-        rows = rows[torch.randint(len(rows), (batch_size,), generator=gen or self.gen)]
+        if split == 'train' and self.online:
+            rows = torch.from_numpy(pathstar.online_rows(self.meta, batch_size, gen or self.gen))
+        else:
+            rows = self.rows[split]
+            rows = rows[torch.randint(len(rows), (batch_size,), generator=gen or self.gen)]
         x, y = rows[:, :-1].clone(), rows[:, 1:].clone()  # (B, row_len-1)
         is_pause = y == self.pause if self.pause is not None else torch.zeros_like(y, dtype=torch.bool)
         is_pad = y == self.pad if self.pad is not None else torch.zeros_like(y, dtype=torch.bool)
@@ -377,11 +381,14 @@ class MaskedSource(Source):
         """Clean tokens (B, T), maskable (B, T) bool, attention_mask (B, T) bool or None."""
         data = np.memmap(self.paths[split], dtype=self.dtype, mode='r')
         T = self.T
-        if self.rows:
-            ix = torch.randint(len(data) // T, (batch_size,), generator=gen).numpy() * T
+        if self.rows and split == 'train' and self.cfg['pathstar_online']:  # fresh graphs
+            tok = torch.from_numpy(pathstar.online_rows(self.meta, batch_size, gen))
         else:
-            ix = torch.randint(len(data) - T + 1, (batch_size,), generator=gen).numpy()
-        tok = torch.from_numpy(np.stack([data[i:i + T] for i in ix]).astype(np.int64))
+            if self.rows:
+                ix = torch.randint(len(data) // T, (batch_size,), generator=gen).numpy() * T
+            else:
+                ix = torch.randint(len(data) - T + 1, (batch_size,), generator=gen).numpy()
+            tok = torch.from_numpy(np.stack([data[i:i + T] for i in ix]).astype(np.int64))
         maskable = torch.ones_like(tok, dtype=torch.bool)
         attn = None
         if self.rows:

@@ -114,6 +114,20 @@ def make_incontext(d, l, N, num_train, num_val, pauses=0, reverse=False, grouped
     return out['train'], out['val'], meta
 
 
+def online_rows(meta, n, gen):
+    """n fresh in-context rows (n, row_len) with the dataset's parameters, for training on a new
+    graph every example (--pathstar_online=True: nothing to memorise). Seeded from the torch
+    Generator `gen`, so resume and DDP stay exact. Not checked against val: for G(2,5,N=50)
+    there are ~1e15 graphs, so 2M draws meet one of 5k val graphs with probability ~1e-5."""
+    if meta.get('format') != 'incontext':
+        raise DataError("--pathstar_online=True needs an in-context path-star dataset")
+    rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=gen)))
+    s, arms, goal = incontext_graphs(rng, n, meta['d'], meta['l'], meta['N'])
+    return incontext_rows(rng, s, arms, goal, meta['N'], pauses=meta['pauses'],
+                          reverse=meta['reverse'], grouped=meta['grouped'],
+                          query_first=meta['query_first'])
+
+
 def check_params(d, l, N, pauses):
     if d < 1 or l < 2:
         raise DataError(f"--d={d} --l={l}: need d >= 1 arms and l >= 2 nodes on the path")

@@ -195,7 +195,7 @@ def test_teacherless_inputs():
     tr, va, meta = pathstar.make_incontext(2, 5, 20, 30, 5, quiet=True)
     src = batches.PathStar.__new__(batches.PathStar)
     src.__dict__.update(meta=meta, rows={'train': torch.from_numpy(tr)}, gen=torch.Generator(),
-                        pause=24, pad=25, loss_on='answer', teacherless=True)
+                        pause=24, pad=25, loss_on='answer', teacherless=True, online=False)
     b = src.get_batch('train', 10)
     a = meta['answer_start']
     assert (b['x'][:, a:] == meta['teacherless_token']).all()
@@ -262,3 +262,20 @@ def test_training_on_inweights_reports_path_and_edge_accuracy(tmp_path):
     assert {'val_path_acc', 'train_path_acc', 'edge_acc'} <= set(ev[-1])
     assert ev[-1]['train_path_acc'] > 0.5 and ev[-1]['val_pos_acc'].startswith('1.000')  # root
     assert ev[-1]['edge_acc'] > 0.3  # 24 directed edge facts, 9 nodes: chance ~1/9
+
+
+def test_online_rows_are_fresh_valid_graphs_and_a_function_of_the_generator(tmp_path):
+    import torch
+    tr, va, meta = pathstar.make_incontext(2, 5, 50, 100, 20, seed=0, quiet=True)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    a, b = pathstar.online_rows(meta, 64, g(1)), pathstar.online_rows(meta, 64, g(1))
+    assert (a == b).all() and not (a == pathstar.online_rows(meta, 64, g(2))).all()
+    assert a.shape == (64, meta['row_len']) and a.shape[1] == tr.shape[1]
+    # same layout as stored rows: separators where the stored rows have them, a valid path
+    sp = meta['special_tokens']
+    assert ((a == sp['|']) == (tr[:64] == sp['|'])).all() and (a[:, 26] == sp['=']).all()
+    for row in a[:10]:
+        edges = {(int(row[i]), int(row[i + 1])) for i in range(0, 24, 3)}
+        path = row[meta['answer_start']:].tolist()
+        assert row[23] == sp["/"] and path[0] == row[24] and path[-1] == row[25]  # s, g
+        assert all((u, v) in edges for u, v in zip(path, path[1:]))
