@@ -287,3 +287,16 @@ def test_path_accuracy_decodes_answers_and_traces_the_order():
     assert abs(sum(r['order']) / L - 2.0) < 1e-9
     r = path_accuracy(Oracle(), rows, meta, 'confidence', steps=1)  # one parallel pass
     assert r['exact_match'] == 1.0 and r['order'] == [0.0] * L
+
+
+def test_remasker_with_other_special_ids_is_refused(tiny_args, tmp_path):
+    import torch
+    train.main(tiny_args + ['--objective=unmasking', '--max_iters=1', '--eval_interval=100'])
+    train.main(tiny_args + ['--objective=remasking', '--max_iters=1', '--eval_interval=100',
+                            f'--out_dir={tmp_path}/rm'])
+    ck = torch.load(f'{tmp_path}/rm/ckpt.pt', weights_only=False)
+    ck['meta']['wrong_token_id'] += 1  # e.g. trained on another base vocabulary
+    torch.save(ck, f'{tmp_path}/rm_other.pt')
+    with pytest.raises(ConfigError, match='not a remasking checkpoint with wrong id'):
+        sample.main([f'--out_dir={tmp_path}/out', '--mode=diffusion', '--steps=4', '--length=8',
+                     '--remask=learned', f'--remasker_ckpt={tmp_path}/rm_other.pt'])

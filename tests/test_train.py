@@ -71,6 +71,9 @@ def test_bad_inputs_are_clear_errors(tiny_args, data_root, tmp_path):
     (bad / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': 200}))
     with pytest.raises(DataError, match='too few for --block_size=128'):
         train.main(args + ['--block_size=128'])
+    (bad / 'meta.pkl').unlink()
+    with pytest.raises(DataError, match='meta.pkl not found: run the dataset'):
+        train.main(args + ['--objective=mlm'])
     with pytest.raises(ConfigError, match="unknown config key 'n_layers'"):
         train.main(tiny_args + ['--n_layers=3'])
     with pytest.raises(DataError, match='--objective=bert is unknown'):
