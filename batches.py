@@ -450,6 +450,8 @@ class Unmasking(MaskedSource):
                 if name == 'conf':
                     out['conf_pos_acc'] = ' '.join(f'{v:.3f}' for v in r['per_position'])
                     out['conf_order'] = ' '.join(f'{v:.1f}' for v in r['order'])
+            single = diffusion.single_position_accuracy(model, val, self.meta, device)
+            out['single_pos_acc'] = ' '.join(f'{v:.3f}' for v in single)
         return out
 
 

@@ -197,6 +197,25 @@ def path_accuracy(model, rows, meta, order='confidence', steps=0, device='cpu', 
                 order=torch.cat(when).double().mean(0).tolist())
 
 
+@torch.no_grad()
+def single_position_accuracy(model, rows, meta, device='cpu'):
+    """Accuracy at answer position j when only j is [MASK] (every other token visible), for each
+    j: one edge lookup from a visible neighbour. Tells 'has not learned the lookup' apart from
+    'decodes in a bad order'."""
+    base, mask_id, _ = special_ids(meta)
+    a, L = meta['answer_start'], meta['answer_len']
+    pad = (meta.get('special_tokens') or {}).get('PAD')
+    rows = torch.as_tensor(rows, dtype=torch.long).to(device)
+    attn = (rows != pad) if pad is not None else None
+    acc = []
+    for j in range(L):
+        x = rows.clone()
+        x[:, a + j] = mask_id
+        logits, _ = model(x, attention_mask=attn)
+        acc.append((logits[:, a + j, :base].argmax(-1) == rows[:, a + j]).float().mean().item())
+    return acc
+
+
 def load_remasker(path, meta, device='cpu'):
     """A remasking checkpoint whose vocabulary (mask / wrong ids) matches the denoiser's meta."""
     import sample  # lazy: sample.py imports this module

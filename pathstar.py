@@ -302,15 +302,19 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
         if meta['format'] == 'inweights':
             rows = rows[rows[:, 0] == meta['path_token']]
         if mode.startswith('diffusion'):
+            from diffusion import single_position_accuracy
             r = dict(path_accuracy(model, rows[:num_eval], meta, 'confidence', device=device),
                      n=len(rows[:num_eval]))
+            r['single_position'] = single_position_accuracy(model, rows[:num_eval], meta, device)
         else:
             r = evaluate_paths(model, rows[:num_eval], meta, mode, device=device)
         out[split] = r
         if verbose:
             print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows ({mode}), per "
                   f"position " + fmt(r['per_position']) + ('; given the true prefix ' +
-                  fmt(r['tf_per_position']) if 'tf_per_position' in r else ''))
+                  fmt(r['tf_per_position']) if 'tf_per_position' in r else '') +
+                  ('; only that position masked ' + fmt(r['single_position'])
+                   if 'single_position' in r else ''))
     return out
 
 

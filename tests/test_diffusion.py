@@ -287,6 +287,14 @@ def test_path_accuracy_decodes_answers_and_traces_the_order():
     assert abs(sum(r['order']) / L - 2.0) < 1e-9
     r = path_accuracy(Oracle(), rows, meta, 'confidence', steps=1)  # one parallel pass
     assert r['exact_match'] == 1.0 and r['order'] == [0.0] * L
+    from diffusion import single_position_accuracy
+    assert single_position_accuracy(Oracle(), rows, meta) == [1.0] * L
+
+    class Blind(Oracle):  # right everywhere except where the input is [MASK]
+        def forward(self, x, attention_mask=None):
+            logits, _ = super().forward(x, attention_mask)
+            return torch.where((x == base)[..., None], -logits, logits), None
+    assert single_position_accuracy(Blind(), rows, meta) == [0.0] * L
 
 
 def test_remasker_with_other_special_ids_is_refused(tiny_args, tmp_path):
