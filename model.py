@@ -231,6 +231,8 @@ class GPT(nn.Module):
 
     def head_logits(self, h, attn_mask=None):
         """Trunk states (B, T, C) -> logits of every head (k, B, T, V)."""
+        if not self.future_heads:  # one head: a view, not a stacked copy of (B, T, V)
+            return self.lm_head(self.transformer.ln_f(h)).unsqueeze(0)
         outs = [h] + [head(h, attn_mask) for head in self.future_heads]
         return torch.stack([self.lm_head(self.transformer.ln_f(o)) for o in outs])
 
