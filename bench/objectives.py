@@ -29,6 +29,8 @@ CASES = [
     ('mlm, SEP-varlen (key mask)', 'shakespeare_char', ['--objective=mlm', '--mlm_packing=sep'], {}),
     ('sft (loss mask)', 'chat_gsm8k_char', ['--objective=sft'], {}),
     ('pathstar G(2,5)', 'incontext_pathstar_d2_l5_n50', ['--objective=pathstar'], {'block_size': 31}),
+    ('unmasking (diffusion)', 'shakespeare_char', ['--objective=unmasking'], {}),
+    ('remasking (diffusion)', 'shakespeare_char', ['--objective=remasking'], {}),
 ]
 
 
@@ -50,6 +52,7 @@ def main(argv=None):
     ap.add_argument('--shapes', default='small,medium')
     ap.add_argument('--steps', type=int, default=10)
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--only', default='', help='run only cases whose label contains this text')
     a = ap.parse_args(argv)
     print('| objective | shape | ms/step | tokens/s | batch fn share | peak RSS MiB | x next-token |')
     print('|---|---|---|---|---|---|---|')
@@ -57,6 +60,8 @@ def main(argv=None):
         shape = SHAPES[shape_name]
         refs = {}
         for label, dataset, flags, overrides in CASES:
+            if a.only not in label:
+                continue
             if not os.path.exists(os.path.join(ROOT, 'data', dataset, 'meta.pkl')):
                 print(f'| {label} | {shape_name} | (no data/{dataset}: prepare it first) |||||')
                 continue
