@@ -57,6 +57,12 @@ def open_tokens(path, vocab_size, dtype):
     return data
 
 
+def gather_windows(data, starts, length):
+    """data (memmap/ndarray), starts (B,) -> int64 tensor (B, length) of data[s:s+length]:
+    one fancy-indexed read instead of a Python loop over rows."""
+    return torch.from_numpy(data[np.asarray(starts)[:, None] + np.arange(length)].astype(np.int64))
+
+
 class Source:
     defaults = {}
     causal = True
@@ -94,8 +100,7 @@ class NextToken(Source):
         data = np.memmap(self.paths[split], dtype=self.dtype, mode='r')
         T = self.block_size
         ix = torch.randint(len(data) - T, (batch_size,), generator=gen or self.gen).numpy()
-        rows = np.stack([data[i:i + T + 1] for i in ix]).astype(np.int64)  # (B, T+1)
-        rows = torch.from_numpy(rows)
+        rows = gather_windows(data, ix, T + 1)  # (B, T+1)
         return {'x': rows[:, :-1], 'y': rows[:, 1:]}
 
 
@@ -246,7 +251,7 @@ class MaskedLM(Source):
             x, n_text = mlm.pack_lines(data, self.bounds[split], first, T, self.sep_id)
         else:
             s = torch.randint(len(data) - T + 1, (B,), generator=gen).numpy()
-            x = torch.from_numpy(data[s[:, None] + np.arange(T)].astype(np.int64))
+            x = gather_windows(data, s, T)
             n_text = torch.full((B,), T)
         ratio = mlm.draw_ratio(B, ratio_mode, p, self.cfg['mlm_ratio_eps'], gen)
         xc, y, kind = mlm.corrupt(x, n_text, ratio, self.base_vocab, self.mask_id, gen,
@@ -388,7 +393,7 @@ class MaskedSource(Source):
                 ix = torch.randint(len(data) // T, (batch_size,), generator=gen).numpy() * T
             else:
                 ix = torch.randint(len(data) - T + 1, (batch_size,), generator=gen).numpy()
-            tok = torch.from_numpy(np.stack([data[i:i + T] for i in ix]).astype(np.int64))
+            tok = gather_windows(data, ix, T)
         maskable = torch.ones_like(tok, dtype=torch.bool)
         attn = None
         if self.rows:
