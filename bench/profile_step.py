@@ -12,10 +12,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import batches  # noqa: E402
 import train  # noqa: E402
 from configurator import load_config  # noqa: E402
-from model import supervised_weights  # noqa: E402
+from throughput import make_step  # noqa: E402
 
 
 def main(argv=None):
@@ -24,18 +23,7 @@ def main(argv=None):
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
     cfg['device'] = 'cpu'
-    source = batches.make_source(cfg, seed=cfg['seed'])
-    model, _ = train.build_model(cfg, set(), source, 'cpu')
-    opt = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'], (0.9, 0.95), 'cpu')
-
-    def step():
-        b = source.get_batch('train', cfg['batch_size'])
-        norm = supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'),
-                                  model.config.n_future)
-        _, loss = model(b['x'], b['y'], loss_norm=norm, **train.forward_kwargs(b))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    step, _ = make_step(cfg)  # the step bench/throughput.py times
     for _ in range(2):
         step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:

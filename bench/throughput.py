@@ -21,8 +21,10 @@ from configurator import load_config  # noqa: E402
 from model import supervised_weights  # noqa: E402
 
 
-def measure(cfg, steps=20, warmup=5):
-    """Returns a dict of figures for `steps` timed optimisation steps of cfg."""
+def make_step(cfg):
+    """(step, device): step() runs one train.py-style optimisation step of cfg (draw the
+    micro-batches, count supervised tokens, forward/backward, AdamW) and returns the seconds
+    spent drawing the batches. Shared by this script and bench/profile_step.py."""
     device = cfg['device'] = 'cuda' if cfg['device'] == 'auto' and torch.cuda.is_available() else (
         'cpu' if cfg['device'] == 'auto' else cfg['device'])
     source = batches.make_source(cfg, seed=cfg['seed'])
@@ -32,16 +34,13 @@ def measure(cfg, steps=20, warmup=5):
     opt = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'], (0.9, 0.95),
                                      'cuda' if 'cuda' in device else 'cpu')
     fwd = torch.compile(model) if cfg['compile'] else model
-    use_cuda = 'cuda' in device
-    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if use_cuda else train.nullcontext()
-    sync = torch.cuda.synchronize if use_cuda else (lambda: None)
-    step_t, batch_t = [], []
-    for i in range(warmup + steps):
-        sync()
+    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if 'cuda' in device else train.nullcontext()
+
+    def step():
         t0 = time.perf_counter()
         micro = [batches.to_device(source.get_batch('train', cfg['batch_size']), device)
                  for _ in range(cfg['gradient_accumulation_steps'])]
-        t1 = time.perf_counter()
+        t_batch = time.perf_counter() - t0
         norm = sum(supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'),
                                       model.config.n_future) for b in micro)
         for b in micro:
@@ -50,11 +49,24 @@ def measure(cfg, steps=20, warmup=5):
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return t_batch
+    return step, device
+
+
+def measure(cfg, steps=20, warmup=5):
+    """Returns a dict of figures for `steps` timed optimisation steps of cfg."""
+    step, device = make_step(cfg)
+    use_cuda = 'cuda' in device
+    sync = torch.cuda.synchronize if use_cuda else (lambda: None)
+    step_t, batch_t = [], []
+    for i in range(warmup + steps):
         sync()
-        t2 = time.perf_counter()
+        t0 = time.perf_counter()
+        t_batch = step()
+        sync()
         if i >= warmup:
-            step_t.append(t2 - t0)
-            batch_t.append(t1 - t0)
+            step_t.append(time.perf_counter() - t0)
+            batch_t.append(t_batch)
     ms = statistics.median(step_t) * 1000
     tokens = cfg['batch_size'] * cfg['block_size'] * cfg['gradient_accumulation_steps']
     peak = (torch.cuda.max_memory_allocated() / 2**20 if use_cuda
