@@ -309,12 +309,15 @@ class SFT(Source):
         room = torch.tensor([n - T for _, _, n in shards], dtype=torch.float64)  # start offsets
         which = torch.multinomial(room, batch_size, replacement=True, generator=gen)
         ix = (torch.rand(batch_size, generator=gen, dtype=torch.float64) * room[which]).long()
-        toks, masks = [], []
-        for s, i in zip(which.tolist(), ix.tolist()):  # re-open memmaps per batch (nanoGPT)
+        toks = torch.empty(batch_size, T + 1, dtype=torch.long)
+        masks = torch.empty(batch_size, T + 1, dtype=torch.bool)
+        for s in which.unique().tolist():  # each shard opened once per batch (nanoGPT re-opens)
+            rows = (which == s).nonzero().squeeze(1)
             tp, mp, _ = shards[s]
-            toks.append(np.memmap(tp, dtype=self.dtype, mode='r')[i:i + T + 1].astype(np.int64))
-            masks.append(np.memmap(mp, dtype=np.uint8, mode='r')[i:i + T + 1])
-        return torch.from_numpy(np.stack(toks)), torch.from_numpy(np.stack(masks)).bool()
+            starts = ix[rows].numpy()
+            toks[rows] = gather_windows(np.memmap(tp, dtype=self.dtype, mode='r'), starts, T + 1)
+            masks[rows] = gather_windows(np.memmap(mp, dtype=np.uint8, mode='r'), starts, T + 1) > 0
+        return toks, masks
 
     def get_batch(self, split, batch_size, gen=None):
         rows, mask = self.windows(split, batch_size, gen or self.gen)
