@@ -449,8 +449,8 @@ class Unmasking(MaskedSource):
                'val_bound_bpt': bound / rows / math.log(2)}
         if self.rows:  # path-star: decode the answers (confidence / random order, one pass)
             n = cfg['diffusion_eval_rows']
-            val = np.memmap(self.paths['val'], dtype=self.dtype, mode='r')
-            val = np.asarray(val[:n * self.T]).reshape(-1, self.T).astype(np.int64)
+            base_meta = {**self.meta, 'vocab_size': self.base_vocab}  # the file's dtype
+            val = pathstar.read_rows(self.data_dir, 'val', base_meta)[:n].astype(np.int64)
             for name, order, steps in (('conf', 'confidence', 0), ('rand', 'random', 0),
                                        ('parallel', 'confidence', 1)):
                 r = diffusion.path_accuracy(model, val, self.meta, order, steps, device)
