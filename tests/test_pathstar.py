@@ -279,3 +279,23 @@ def test_online_rows_are_fresh_valid_graphs_and_a_function_of_the_generator(tmp_
         path = row[meta['answer_start']:].tolist()
         assert row[23] == sp["/"] and path[0] == row[24] and path[-1] == row[25]  # s, g
         assert all((u, v) in edges for u, v in zip(path, path[1:]))
+
+
+def test_demo_runs_load_and_match_their_datasets():
+    """Every run of `make demo` (bench/pathstar_demo.py RUNS) is a valid config: no unknown
+    key or wrong type, a path-star or denoiser objective, a whole-number steps scale, and
+    pathstar.py flags that name the config's graph shape (d, l, N, reverse)."""
+    import importlib.util
+    from configurator import load_config
+    path = os.path.join(os.path.dirname(__file__), '..', 'bench', 'pathstar_demo.py')
+    spec = importlib.util.spec_from_file_location('pathstar_demo', path)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for label, config, flags, _, extra, scale in demo.RUNS:
+        cfg, _ = load_config(train.DEFAULTS, [os.path.join(os.path.dirname(path), '..', config)]
+                             + extra)
+        assert cfg['objective'] in ('pathstar', 'unmasking'), label
+        assert isinstance(scale, int) and scale >= 1, label
+        d, l_ = (int(f.split('=')[1]) for f in flags[:2])
+        name = f"incontext_pathstar_d{d}_l{l_}_n50" + ('_rev' if '--reverse' in flags else '')
+        assert cfg['dataset'] == name, (label, cfg['dataset'], name)
