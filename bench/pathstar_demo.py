@@ -1,6 +1,6 @@
 """
 The path-star demo (README "Path-star"): the Clever-Hans failure of teacher forcing, and a
-masked-diffusion denoiser that does not have it.
+masked-diffusion denoiser (reported to avoid it; not reproduced here, README "Masked diffusion").
 
     python bench/pathstar_demo.py                  # datasets + 4 trainings (2 at a time) + table
     python bench/pathstar_demo.py --max_iters=600  # shorter
@@ -24,8 +24,8 @@ from configurator import load_config  # noqa: E402
 from train import DEFAULTS  # noqa: E402
 
 # (label, config, pathstar.py flags, the known result, extra train.py flags, steps scale):
-# a run trains scale x --max_iters iterations. G(5,5) needs 2x (it leaves its plateau between
-# iterations 1500 and 2000); the denoiser 4x (README "Masked diffusion").
+# a run trains scale x --max_iters iterations. G(5,5) needs 2x (it stays on its plateau through
+# 2500 iterations of a 2500 schedule); the denoiser 4x (README "Masked diffusion").
 RUNS = [
     ('G(5,5) forward, teacher forcing', 'config/pathstar_d5_l5.py',
      ['--d=5', '--l=5', '--N=50'], '~1/5', [], 2),
@@ -93,8 +93,7 @@ def main(argv=None):
                 walls[r[0]] = time.time() - r[2]
                 if r[1].returncode:
                     sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see its train.log")
-    print(f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs, or a fresh graph per "
-          f"example where the config sets pathstar_online; {a.num_eval} "
+    print(f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; {a.num_eval} "
           f"held-out and {a.num_eval} train rows; greedy decoding, for the denoiser confidence "
           f"order; 'given the true prefix' = teacher-forced accuracy of each answer token)\n")
     print('| run | iterations | val exact-match | val per-position | val per-position given the '

@@ -1,8 +1,8 @@
 # Path-star G(d=5, l=5, N=50), teacher forcing: Clever-Hans, 1/5
 # (README "Path-star"). Data: python pathstar.py --mode=incontext --d=5 --l=5 --N=50
-# A fresh graph per example and 3000 iterations: with the 50k stored graphs and 1500-2500
-# iterations the model never learned to follow edges (0.000); online it leaves the plateau
-# between iterations 1500 and 2000 (README "The Clever-Hans demo").
+# 3000 iterations, warmup 200: with 1500-2500 iterations (warmup 100) the model never learned
+# to follow edges (0.000); here it leaves its plateau by iteration 1500 (seed 1337; the escape
+# is seed-dependent, README "The Clever-Hans demo").
 out_dir = 'out-pathstar-d5-l5'
 dataset = 'incontext_pathstar_d5_l5_n50'
 objective = 'pathstar'
@@ -27,4 +27,3 @@ eval_iters = 10
 log_interval = 100
 always_save_checkpoint = True
 pathstar_eval_rows = 500
-pathstar_online = True
