@@ -318,7 +318,7 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
     return out
 
 
-def main(argv=None):
+def arg_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--mode', choices=['incontext', 'inweights'], default='incontext')
     p.add_argument('--d', type=int, default=2)
@@ -339,7 +339,11 @@ def main(argv=None):
     p.add_argument('--evaluate', default=None, help='checkpoint or out_dir: its path accuracy')
     p.add_argument('--num_eval', type=int, default=1000)
     p.add_argument('--device', default='cpu')
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    a = arg_parser().parse_args(argv)
     if a.evaluate:
         return evaluate_checkpoint(a.evaluate, a.num_eval, a.device)
     if a.mode == 'incontext':

@@ -296,6 +296,5 @@ def test_demo_runs_load_and_match_their_datasets():
                              + extra)
         assert cfg['objective'] in ('pathstar', 'unmasking'), label
         assert isinstance(scale, int) and scale >= 1, label
-        d, l_ = (int(f.split('=')[1]) for f in flags[:2])
-        name = f"incontext_pathstar_d{d}_l{l_}_n50" + ('_rev' if '--reverse' in flags else '')
+        name = pathstar.default_name(pathstar.arg_parser().parse_args(['--mode=incontext'] + flags))
         assert cfg['dataset'] == name, (label, cfg['dataset'], name)
