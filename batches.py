@@ -411,7 +411,8 @@ class MaskedSource(Source):
     def corrupt(self, split, batch_size, gen):
         tok, maskable, attn = self.clean(split, batch_size, gen)
         t = diffusion.draw_t(batch_size, self.cfg['mask_eps'], self.cfg['mask_stratified'], gen)
-        masked = diffusion.draw_mask(maskable, t, gen)
+        t = t.clamp(min=self.cfg['mask_t_min'])
+        masked = diffusion.draw_mask(maskable, t, gen, self.cfg['mask_min_one'])
         self._last = {'t_mean': float(t.mean()),
                       'mask_frac': float(masked.sum() / maskable.sum().clamp(min=1))}
         return tok, maskable, attn, t, masked
@@ -423,7 +424,9 @@ class MaskedSource(Source):
 class Unmasking(MaskedSource):
     """Denoiser: [MASK] at each maskable position with prob t ~ U(eps, 1); predict the originals.
     Val also reports the masked CE and the 1/t-weighted bound (bits/token, as MDLM/LLaDA)."""
-    defaults = {'mask_eps': 1e-3, 'mask_stratified': True, 'diffusion_eval_rows': 500}
+    # mask_t_min: t = max(t, mask_t_min) (e.g. 1/answer_len); mask_min_one: >= 1 masked per row
+    defaults = {'mask_eps': 1e-3, 'mask_stratified': True, 'mask_t_min': 0.0,
+                'mask_min_one': False, 'diffusion_eval_rows': 500}
     run_tag = 'unmasking'
 
     def get_batch(self, split, batch_size, gen=None):

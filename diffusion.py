@@ -38,10 +38,17 @@ def draw_t(batch_size, eps, stratified, gen):
     return eps + (1 - eps) * u
 
 
-def draw_mask(maskable, t, gen):
-    """maskable (B, T) bool, t (B,) -> masked (B, T) bool: each maskable position with prob t."""
+def draw_mask(maskable, t, gen, min_one=False):
+    """maskable (B, T) bool, t (B,) -> masked (B, T) bool: each maskable position with prob t.
+    min_one: a row with maskable positions but none drawn gets one (uniform among them), so
+    no row is wasted on an empty loss (short answers at small t)."""
     u = torch.rand(maskable.shape, generator=gen)
-    return (u < t[:, None]) & maskable
+    masked = (u < t[:, None]) & maskable
+    if min_one:
+        empty = ~masked.any(1) & maskable.any(1)  # (B,)
+        pick = torch.where(maskable, u, torch.full_like(u, 2.0)).argmin(1)  # a uniform maskable one
+        masked[empty, pick[empty]] = True
+    return masked
 
 
 def gumbel_argmax(logits, temperature, gen):

@@ -34,10 +34,19 @@ class GPTConfig:
     bias: bool = True      # bias in Linears and LayerNorms, like GPT-2
     causal: bool = True    # False = bidirectional (MLM, diffusion)
     n_future: int = 1      # number of output heads: head i predicts token t+i
+    tie_embeddings: bool = True  # lm_head shares the token embedding (GPT-2); False = own matrix
+    # initialisation (training-time only, but saved so a run can be repeated):
+    emb_init_std: float = 0.02   # std of token/position embeddings; 1.0 = PyTorch's nn.Embedding
+    linear_init: str = 'gpt2'    # 'gpt2': N(0, 0.02), residual projections / sqrt(2 n_layer);
+                                 # 'pytorch': nn.Linear's own Kaiming-uniform (+ uniform bias)
 
 
 # Keys that define the weights' shapes / meaning; everything else is a training parameter.
-ARCH_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'n_future')
+ARCH_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'n_future',
+             'tie_embeddings')
+# Keys that only decide the initial weights: taken from the config for a new model.
+INIT_KEYS = ('emb_init_std', 'linear_init')
+LINEAR_INITS = ('gpt2', 'pytorch')
 
 
 class CausalSelfAttention(nn.Module):
@@ -195,11 +204,15 @@ class GPT(nn.Module):
         # sharing ln_f and the (tied) unembedding, as in Gloeckle et al. 2024
         self.future_heads = nn.ModuleList([Block(config) for _ in range(config.n_future - 1)])
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        if config.linear_init not in LINEAR_INITS:
+            raise ValueError(f"linear_init={config.linear_init!r}: choose one of {LINEAR_INITS}")
         self.apply(self._init_weights)
-        for pn, p in self.named_parameters():  # GPT-2 scaled init of residual projections
-            if pn.endswith('c_proj.weight'):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.linear_init == 'gpt2':  # GPT-2 scaled init of residual projections
+            for pn, p in self.named_parameters():
+                if pn.endswith('c_proj.weight'):
+                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def get_num_params(self, non_embedding=True):
         n_params = sum(p.numel() for p in self.parameters())
@@ -208,12 +221,20 @@ class GPT(nn.Module):
         return n_params
 
     def _init_weights(self, module):
-        if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
+        # Why the embedding scale is a knob: the masked-diffusion path-star denoiser leaves its
+        # plateau only with large embeddings and an untied head (docs/RESULTS.md, ablation).
+        cfg = self.config
+        if module is self.lm_head and cfg.tie_embeddings:
+            # the shared matrix, visited last by apply(): initialised at the embedding's scale
+            # (same draws as GPT-2 code, which initialises it twice, at the default 0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=cfg.emb_init_std)
+        elif isinstance(module, nn.Linear):
+            if cfg.linear_init == 'gpt2':  # 'pytorch': keep nn.Linear's own init
+                torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=cfg.emb_init_std)
 
     def trunk(self, idx, attention_mask=None):
         """idx (B, T) -> final hidden states (B, T, C), before ln_f."""
@@ -281,17 +302,23 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def resize_vocab(self, vocab_size):
-        """Grow the (tied) embedding for new special tokens: old rows kept, new rows freshly
-        initialised (mean of the old rows + N(0, 0.02))."""
-        old = self.lm_head.weight.data
-        if vocab_size == old.size(0):
+        """Grow the embedding (and the head, tied or not) for new special tokens: old rows
+        kept, new rows freshly initialised (mean of the old rows + N(0, 0.02))."""
+        if vocab_size == self.config.vocab_size:
             return
-        assert vocab_size > old.size(0), "the vocabulary can only grow"
-        new = old.new_empty(vocab_size, old.size(1))
-        new[:old.size(0)] = old
-        new[old.size(0):] = old.mean(0) + 0.02 * torch.randn_like(new[old.size(0):])
-        self.lm_head.weight = nn.Parameter(new)
-        self.transformer.wte.weight = self.lm_head.weight
+        assert vocab_size > self.config.vocab_size, "the vocabulary can only grow"
+
+        def grown(old):
+            new = old.new_empty(vocab_size, old.size(1))
+            new[:old.size(0)] = old
+            new[old.size(0):] = old.mean(0) + 0.02 * torch.randn_like(new[old.size(0):])
+            return nn.Parameter(new)
+        self.lm_head.weight = grown(self.lm_head.weight.data)
+        if self.config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        else:
+            self.transformer.wte.weight = grown(self.transformer.wte.weight.data)
+        self.lm_head.out_features = self.transformer.wte.num_embeddings = vocab_size
         self.config.vocab_size = vocab_size
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):

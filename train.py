@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import batches
 from configurator import ConfigError, load_config
-from model import ARCH_KEYS, GPT, GPTConfig, supervised_weights
+from model import ARCH_KEYS, GPT, INIT_KEYS, GPTConfig, supervised_weights
 from utils import DataError, atomic_write, run_cli, vocab_compatible
 
 DEFAULTS = dict(
@@ -35,6 +35,7 @@ DEFAULTS = dict(
     gradient_accumulation_steps=1, batch_size=12, block_size=1024,
     # model
     n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=False, n_future=1,
+    tie_embeddings=True, emb_init_std=0.02, linear_init='gpt2',  # model.GPTConfig
     future_head_weights=None,  # e.g. [1.0, 0.5]: weights of the n_future heads' losses
     # AdamW and a warmup + cosine schedule
     learning_rate=6e-4, max_iters=600000, weight_decay=1e-1, beta1=0.9, beta2=0.95,
@@ -115,7 +116,7 @@ def load_init_checkpoint(cfg, explicit):
 
 def build_model(cfg, explicit, source, device, ckpt=None):
     """Returns (model, checkpoint or None). See README 'init_from' for the rules."""
-    arch = {k: cfg[k] for k in ARCH_KEYS if k in cfg}
+    arch = {k: cfg[k] for k in ARCH_KEYS + INIT_KEYS if k in cfg}
     arch.update(vocab_size=source.vocab_size, dropout=cfg['dropout'], causal=source.causal)
     if cfg['init_from'] == 'scratch':
         return GPT(GPTConfig(**arch)), None
