@@ -17,8 +17,12 @@ import sys
 import warnings
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
-from utils import DataError, load_meta
+from configurator import ConfigError, run_cli
+import utils
+from utils import DataError, load_meta, token_dtype
 
 ROLES = ('system', 'user', 'assistant')
 SPECIALS = ('<|system|>', '<|user|>', '<|assistant|>', '<|end|>')
@@ -28,27 +32,8 @@ DENSITY_RANGE = (0.02, 0.95)
 
 # --- tokenizers ------------------------------------------------------------------------------
 def text_codec(meta, bpe_dir=''):
-    """(encode plain text -> ids, decode ids -> text, special name -> id) for a chat meta.
-    Special tokens are never produced by encode (a user typing '<|end|>' stays text)."""
-    special = meta['special']
-    if meta['tokenizer'] == 'char':
-        stoi, itos = meta['stoi'], meta['itos']  # characters outside the vocabulary are dropped
-        return ((lambda s: [stoi[c] for c in s if c in stoi]),
-                (lambda ids: ''.join(itos[int(i)] for i in ids)), special)
-    from utils import gpt2_encoding
-    enc = gpt2_encoding(bpe_dir or meta.get('bpe_dir') or None)
-    names = {v: k for k, v in special.items()}
-
-    def decode(ids):
-        out, run = [], []
-        for i in map(int, ids):
-            if i in names or i >= enc.n_vocab:
-                out.append(enc.decode(run) + names.get(i, ''))
-                run = []
-            else:
-                run.append(i)
-        return ''.join(out) + enc.decode(run)
-    return (lambda s: enc.encode_ordinary(s)), decode, special
+    """(encode plain text -> ids, decode ids -> text, special name -> id) for a chat meta."""
+    return (*utils.text_codec(meta, bpe_dir), meta['special'])
 
 
 def render(messages, encode, special, mask_role='assistant'):
@@ -136,11 +121,32 @@ def check_density(n_sup, n_tok, where):
     return density
 
 
+# --- evaluation of the sft objective ----------------------------------------------------------
+@torch.no_grad()
+def sft_metrics(source, model, device):
+    """Val CE on the masked (e.g. assistant) tokens and on all tokens, whatever use_loss_mask
+    is, so runs with and without the mask compare on the same figure. `source`: the sft batch
+    source (its windows())."""
+    c = source.cfg
+    gen = source.eval_gen('sft')
+    sums = torch.zeros(2, dtype=torch.float64)
+    counts = torch.zeros(2, dtype=torch.float64)
+    for _ in range(c['eval_iters']):
+        rows, mask = source.windows('val', c['batch_size'], gen)
+        logits, _ = model(rows[:, :-1].to(device))
+        ce = F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten().to(device),
+                             reduction='none').double().cpu()
+        m = mask[:, 1:].flatten().double()
+        sums += torch.stack([(ce * m).sum(), ce.sum()])
+        counts += torch.stack([m.sum(), torch.tensor(float(m.numel()), dtype=torch.float64)])
+    loss = (sums / counts.clamp(min=1)).tolist()
+    return {f"val_{source.meta.get('mask_role', 'assistant')}": loss[0], 'val_all': loss[1]}
+
+
 # --- chat sampling (sample.py --mode=chat) ---------------------------------------------------
 def reply(model, meta, user_text, max_new_tokens=300, temperature=0.0, top_k=None, system=None,
           device='cpu', bpe_dir=''):
     """Generate the assistant's answer to one user message; stops at <|end|>."""
-    import torch
     encode, decode, special = text_codec(meta, bpe_dir)
     x = torch.tensor(prompt_ids(user_text, encode, special, system), device=device)[None]
     end = special['<|end|>']
@@ -149,21 +155,19 @@ def reply(model, meta, user_text, max_new_tokens=300, temperature=0.0, top_k=Non
     return decode(new[:new.index(end)] if end in new else new)
 
 
-def sample_chat(model, ckpt, cfg):
-    """sample.py --mode=chat: --start is the user message (or FILE:path)."""
-    from configurator import ConfigError
-    meta = ckpt.get('meta') or {}
+def sample_chat(cfg, model, ckpt, text):
+    """sample.py --mode=chat: `text` is the user message."""
+    meta = ckpt['meta'] or {}
     if 'special' not in meta:
         raise ConfigError(f"--mode=chat needs a checkpoint trained on chat data (data/chat/prepare.py); "
-                          f"this one was trained on objective '{ckpt.get('objective')}'")
-    text = cfg['start']
-    if text.startswith('FILE:'):
-        with open(text[5:], encoding='utf-8') as f:
-            text = f.read()
+                          f"{ckpt['path']} was trained on objective '{ckpt.get('objective')}'")
     outs = []
     for _ in range(cfg['num_samples']):
-        outs.append(reply(model, meta, text, cfg['max_new_tokens'], cfg['temperature'],
-                          cfg['top_k'], device=cfg['device'], bpe_dir=cfg['bpe_dir']))
+        try:
+            outs.append(reply(model, meta, text, cfg['max_new_tokens'], cfg['temperature'],
+                              cfg['top_k'], device=cfg['device'], bpe_dir=cfg['bpe_dir']))
+        except DataError as e:  # characters outside a char vocabulary
+            raise ConfigError(f"--start={cfg['start']!r}: {e}") from None
         print(f"user: {text}\nassistant: {outs[-1]}\n---------------")
     return outs
 
@@ -173,7 +177,6 @@ def show(data_dir, split='val', n=2, plain=None):
     """Decode the first n exchanges of a split; supervised tokens highlighted."""
     meta = load_meta(data_dir)
     _, decode, special = text_codec(meta)
-    from utils import token_dtype
     tokens, mask, _ = check_split(data_dir, split, np.dtype(meta.get('dtype', token_dtype(meta['vocab_size']))),
                                meta['vocab_size'])[0]
     plain = (not sys.stdout.isatty()) if plain is None else plain
@@ -204,14 +207,15 @@ def show(data_dir, split='val', n=2, plain=None):
     return out
 
 
-if __name__ == '__main__':
+def main(argv=None):
     p = argparse.ArgumentParser(description='show a chat dataset with its loss mask highlighted')
     p.add_argument('--dataset', required=True, help='a folder written by data/chat/prepare.py')
     p.add_argument('--split', default='val')
     p.add_argument('--n', type=int, default=2)
     p.add_argument('--plain', action='store_true', help='[[...]] instead of colour')
-    a = p.parse_args()
-    try:
-        show(a.dataset, a.split, a.n, a.plain or None)
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    a = p.parse_args(argv)
+    return show(a.dataset, a.split, a.n, a.plain or None)
+
+
+if __name__ == '__main__':
+    run_cli(main)

@@ -12,9 +12,11 @@ import ast
 import difflib
 import os
 
+from utils import DataError
+
 
 class ConfigError(ValueError):
-    pass
+    """A bad flag or config file; the message names it and the fix."""
 
 
 def _parse_value(text):
@@ -74,3 +76,12 @@ def load_config(defaults, argv):
             config[key] = _check(key, value, defaults, f"flag '{arg}'")
             explicit.add(key)
     return config, explicit
+
+
+def run_cli(main):
+    """Run a script's main(); bad input (DataError, ConfigError) exits with its message and
+    status 1 instead of a traceback."""
+    try:
+        main()
+    except (ConfigError, DataError) as e:
+        raise SystemExit(f"error: {e}") from None

@@ -14,6 +14,10 @@ import math
 import torch
 from torch.nn import functional as F
 
+from checkpoint import load_model
+from configurator import ConfigError
+from utils import to_device
+
 SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
     steps=64, length=0,  # length 0 = the model's block_size
     order='confidence', score_temperature=0.0, block_len=0,
@@ -23,7 +27,7 @@ ORDERS = ('random', 'confidence', 'margin')
 REMASKS = ('none', 'random', 'learned')
 
 
-def special_ids(meta):
+def vocab_ids(meta):
     """(base_vocab, mask_id, wrong_id) from a masked-diffusion meta."""
     return meta['base_vocab_size'], meta['mask_token_id'], meta['wrong_token_id']
 
@@ -57,9 +61,7 @@ def gumbel_argmax(logits, temperature, gen):
     if temperature == 0:
         return logits.argmax(-1)
     logp = F.log_softmax(logits.double() / temperature, dim=-1)
-    u = torch.rand(logp.shape, dtype=torch.float64, generator=gen).to(logp.device)
-    g = -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
-    return (logp + g).argmax(-1)
+    return (logp + _gumbel(logp.shape, gen).to(logp.device)).argmax(-1)
 
 
 def random_other_tokens(tok, vocab, gen):
@@ -184,9 +186,9 @@ def path_accuracy(model, rows, meta, order='confidence', steps=0, device='cpu', 
     `steps` greedy passes (0: one token per pass; 1: one parallel pass). Returns exact_match,
     per_position accuracy and order: the mean step at which each answer position was committed
     (e.g. [4, 3, 2, 1, 0] = goal first, then backwards)."""
-    base, mask_id, _ = special_ids(meta)
+    base, mask_id, _ = vocab_ids(meta)
     a, L = meta['answer_start'], meta['answer_len']
-    pad = (meta.get('special_tokens') or {}).get('PAD')
+    pad = (meta.get('special_tokens') or {}).get('PAD')  # path-star rows: never attended to
     gen = torch.Generator().manual_seed(0)
     rows = torch.as_tensor(rows, dtype=torch.long)
     preds, when = [], []
@@ -209,9 +211,9 @@ def single_position_accuracy(model, rows, meta, device='cpu'):
     """Accuracy at answer position j when only j is [MASK] (every other token visible), for each
     j: one edge lookup from a visible neighbour. Tells 'has not learned the lookup' apart from
     'decodes in a bad order'."""
-    base, mask_id, _ = special_ids(meta)
+    base, mask_id, _ = vocab_ids(meta)
     a, L = meta['answer_start'], meta['answer_len']
-    pad = (meta.get('special_tokens') or {}).get('PAD')
+    pad = (meta.get('special_tokens') or {}).get('PAD')  # path-star rows: never attended to
     rows = torch.as_tensor(rows, dtype=torch.long).to(device)
     attn = (rows != pad) if pad is not None else None
     acc = []
@@ -225,43 +227,48 @@ def single_position_accuracy(model, rows, meta, device='cpu'):
 
 def load_remasker(path, meta, device='cpu'):
     """A remasking checkpoint whose vocabulary (mask / wrong ids) matches the denoiser's meta."""
-    import sample  # lazy: sample.py imports this module
-    remasker, ck = sample.load_checkpoint(path, device)
-    if ck.get('objective') != 'remasking' or ck['meta'].get('wrong_token_id') != meta['wrong_token_id']:
-        raise ValueError(f"--remasker_ckpt={path} is not a remasking checkpoint with wrong id "
-                         f"{meta['wrong_token_id']} (objective {ck.get('objective')!r})")
+    remasker, ck = load_model(path, device, flag='--remasker_ckpt')
+    if ck.get('objective') != 'remasking' or (ck['meta'] or {}).get('wrong_token_id') != meta['wrong_token_id']:
+        raise ConfigError(f"--remasker_ckpt={path} is not a remasking checkpoint with wrong id "
+                          f"{meta['wrong_token_id']} (objective {ck.get('objective')!r})")
     return remasker
 
 
-def sample_main(cfg, model, ckpt, path):
-    """sample.py --mode=diffusion: prompt `start` (fixed) + [MASK] up to `length`."""
-    import sample
-    from configurator import ConfigError
-    meta = ckpt.get('meta') or {}
-    if model.config.causal or 'mask_token_id' not in meta:
-        raise ConfigError(f"{path} is not a masked-diffusion denoiser (objective "
-                          f"'{ckpt.get('objective')}'): train one with --objective=unmasking")
-    base, mask_id, wrong_id = special_ids(meta)
-    encode, decode = sample.codec(meta, cfg['bpe_dir'])
-    L = cfg['length'] or model.config.block_size
-    ids = encode(cfg['start'])[:L]
-    canvas = torch.full((cfg['num_samples'], L), mask_id, dtype=torch.long)
-    canvas[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-    remasker = None
-    try:
-        if cfg['remask'] == 'learned':
-            remasker = load_remasker(cfg['remasker_ckpt'], meta, cfg['device'])
-        out, info = diffusion_sample(
-            model, canvas.to(cfg['device']), cfg['steps'], mask_id, base, order=cfg['order'],
-            temperature=cfg['temperature'], score_temperature=cfg['score_temperature'],
-            block_len=cfg['block_len'], remask=cfg['remask'], remask_ratio=cfg['remask_ratio'],
-            remasker=remasker, wrong_id=wrong_id, remask_threshold=cfg['remask_threshold'],
-            gen=torch.Generator().manual_seed(cfg['seed']))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    outs = [decode(row.tolist()) for row in out]
-    for o in outs:
-        print(o)
-        print('---------------')
-    print(f"NFE per sample: {info['nfe']}")
-    return outs
+# ------------------------------------------------------------------ metrics (evaluation time)
+@torch.no_grad()
+def denoiser_metrics(source, model, device):
+    """Masked CE (nats) and the bound E_t[(1/t) sum_masked CE] / #maskable in bits/token, over
+    eval_iters val batches of `source` (an unmasking batch source) drawn with a fixed seed."""
+    c = source.cfg
+    gen = source.eval_gen('denoiser')
+    ce_sum = n_masked = bound = rows = 0.0
+    for _ in range(c['eval_iters']):
+        b = to_device(source.get_batch('val', c['batch_size'], gen), device)
+        logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
+        ce = F.cross_entropy(logits.float().transpose(1, 2), b['y'], ignore_index=-1,
+                             reduction='none')  # (B, T), 0 where y == -1
+        ce_sum, n_masked = ce_sum + float(ce.sum()), n_masked + float((b['y'] != -1).sum())
+        per_row = ce.sum(1) / b['t'] / b['maskable'].sum(1).clamp(min=1)
+        bound, rows = bound + float(per_row.sum()), rows + len(per_row)
+    return {'val_masked_ce': ce_sum / max(n_masked, 1),
+            'val_bound_bpt': bound / rows / math.log(2)}
+
+
+@torch.no_grad()
+def remasker_metrics(source, model, device):
+    """Detection rates on val: clean_as_wrong = share of clean (maskable, uncorrupted)
+    positions predicted WRONG (the corrupted_only collapse), wrong_recall = share of
+    corrupted positions predicted WRONG, wrong_precision."""
+    c, wrong_id = source.cfg, source.wrong_id
+    gen = source.eval_gen('remasker')
+    fp = tp = n_clean = n_wrong = n_pred = 0.0
+    for _ in range(c['eval_iters']):
+        b = to_device(source.get_batch('val', c['batch_size'], gen), device)
+        logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
+        pred = logits.argmax(-1) == wrong_id
+        clean = b['maskable'] & ~b['wrong']
+        fp, tp = fp + float((pred & clean).sum()), tp + float((pred & b['wrong']).sum())
+        n_clean, n_wrong = n_clean + float(clean.sum()), n_wrong + float(b['wrong'].sum())
+        n_pred += float((pred & b['maskable']).sum())
+    return {'clean_as_wrong': fp / max(n_clean, 1), 'wrong_recall': tp / max(n_wrong, 1),
+            'wrong_precision': tp / max(n_pred, 1)}

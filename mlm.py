@@ -1,5 +1,5 @@
 """
-SEP-varlen masked language modelling (issue 5): packing, BERT corruption, diagnostics, eval.
+SEP-varlen masked language modelling: packing, BERT corruption, diagnostics, eval.
 
 A sample starts at a line beginning, packs whole lines while they fit and ends with [SEP]:
     x[b]              = line_1 ... line_k [SEP] [SEP] ...      (T = block_size)
@@ -11,7 +11,7 @@ The batch source (batches.MaskedLM) calls these functions; they hold no state bu
 import numpy as np
 import torch
 
-from utils import DataError
+from utils import DataError, to_device
 
 GPT2_NEWLINES = (198, 628)  # GPT-2 BPE tokens '\n' and '\n\n'
 
@@ -121,20 +121,20 @@ class MLMStats:
 
 
 @torch.no_grad()
-def evaluate(source, model, cfg, device):
+def evaluate(source, model, device):
     """The shared val metric: CE on positions replaced by [MASK] (all selected positions are
     masked, none random/kept) at the fixed ratio mlm_eval_ratio, over eval_iters val batches
     drawn with a fixed seed. For SEP packing also the attention-ablation probe: the same
     batches with no key mask (every query attends to the filler too)."""
+    cfg = source.cfg
     was_training = model.training
     model.eval()
-    gen = torch.Generator().manual_seed(cfg['seed'] + 4242)
+    gen = source.eval_gen('mlm')
     sums = {'val_mlm': 0.0, 'val_mlm_nomask': 0.0}
     weight = 0.0
     for _ in range(cfg['eval_iters']):
-        b, _, _ = source.make_batch('val', cfg['batch_size'], gen, 'fixed', cfg['mlm_eval_ratio'],
-                                    1.0, 0.0)
-        b = {k: v.to(device) for k, v in b.items()}
+        b = to_device(source.make_batch('val', cfg['batch_size'], gen, 'fixed',
+                                        cfg['mlm_eval_ratio'], 1.0, 0.0), device)
         s, w, _ = model.loss_terms(b['x'], b['y'], attention_mask=b.get('attention_mask'))
         sums['val_mlm'] += s.sum().item()
         weight += w.sum().item()

@@ -39,13 +39,18 @@ class GPTConfig:
     emb_init_std: float = 0.02   # std of token/position embeddings; 1.0 = PyTorch's nn.Embedding
     linear_init: str = 'gpt2'    # 'gpt2': N(0, 0.02), residual projections / sqrt(2 n_layer);
                                  # 'pytorch': nn.Linear's own Kaiming-uniform (+ uniform bias)
+    # training-time settings (a later phase may change them):
+    future_head_weights: tuple = None  # weights of the n_future heads' losses; None = uniform
+    attn_impl: str = 'auto'            # kernel for key-masked batches, see select_attention
 
 
 # Keys that define the weights' shapes / meaning; everything else is a training parameter.
 ARCH_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'n_future',
              'tie_embeddings')
-# Keys that only decide the initial weights: taken from the config for a new model.
+# Keys that only decide the initial weights (taken from the config for a new model) and
+# training-time keys (taken from the config also when training on from a checkpoint).
 INIT_KEYS = ('emb_init_std', 'linear_init')
+RUN_KEYS = ('dropout', 'future_head_weights', 'attn_impl')
 LINEAR_INITS = ('gpt2', 'pytorch')
 
 
@@ -192,7 +197,6 @@ class GPT(nn.Module):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
-        self.attn_impl = 'auto'  # see select_attention; train.py sets it from --attn_impl
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
@@ -242,7 +246,7 @@ class GPT(nn.Module):
         assert T <= self.config.block_size, f"sequence length {T} > block_size {self.config.block_size}"
         pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        impl = select_attention(self.attn_impl, idx.device.type, attention_mask is not None,
+        impl = select_attention(self.config.attn_impl, idx.device.type, attention_mask is not None,
                                 self.training and self.config.dropout > 0)
         attn_mask = (build_block_mask(attention_mask, self.config.causal) if impl == 'flex'
                      else build_attn_mask(attention_mask, self.config.causal))
@@ -288,10 +292,9 @@ class GPT(nn.Module):
         return logits, (head_losses * self.head_weights(head_losses)).sum()
 
     def head_weights(self, like):
-        """Normalised weights of the heads' losses (uniform unless train.py sets
-        future_head_weights)."""
+        """Normalised weights of the heads' losses (uniform unless config.future_head_weights)."""
         k = self.config.n_future
-        hw = getattr(self, 'future_head_weights', None)
+        hw = self.config.future_head_weights
         hw = torch.ones(k) if hw is None else torch.as_tensor(hw, dtype=torch.float32)
         assert hw.numel() == k, f"future_head_weights needs {k} values, got {hw.numel()}"
         return (hw / hw.sum()).to(like.device)

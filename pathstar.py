@@ -22,7 +22,10 @@ import time
 import numpy as np
 import torch
 
-from utils import DataError, run_cli, token_dtype, write_dataset_dir
+import diffusion
+from checkpoint import load_model
+from configurator import run_cli
+from utils import DataError, TokenFile, token_dtype, write_dataset_dir
 
 
 def _progress(done, total, t0, what):
@@ -173,10 +176,10 @@ def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balan
     train = np.concatenate([pad_rows(edges, row_len, PAD), np.repeat(paths[~is_held], reps, 0)])
     train = train[rng.permutation(len(train))]
     e_len = edges.shape[1]
+    special = {'EDGE': EDGE, 'PATH': PATH, '>': FWD, '<': BWD, 'PAUSE': PAUSE, 'PAD': PAD}
     meta = dict(vocab_size=N + 6, row_len=row_len, format='inweights', d=d, l=l, N=N, seed=seed,
                 pauses=pauses, directions=directions, holdout=holdout, balance=balance,
-                path_repeat=reps, pause_token=PAUSE, pad_token=PAD, edge_token=EDGE,
-                path_token=PATH, fwd_token=FWD, bwd_token=BWD, root=int(root),
+                path_repeat=reps, special_tokens=special, root=int(root),
                 heldout_leaves=[int(x) for x in arms[held, -1]], answer_start=2 + pauses,
                 answer_len=l, prefix_len=2,
                 # answer span (start, len) of a row, by its first token (edge rows end in v)
@@ -189,12 +192,11 @@ def pad_rows(rows, row_len, pad):
 
 
 # ------------------------------------------------------------------------ metadata
-def special_ids(meta):
-    """(pause, pad) ids from either metadata style, or (None, None) if the meta has neither."""
+def pause_pad_ids(meta):
+    """(PAUSE id, PAD id) of a path-star meta (None where it has none). Metas of the older
+    style (top-level pause_token / pad_token) are mapped by utils.normalise_meta on load."""
     st = meta.get('special_tokens') or {}
-    if 'PAUSE' in st or 'PAD' in st:
-        return st.get('PAUSE'), st.get('PAD')
-    return meta.get('pause_token'), meta.get('pad_token')
+    return st.get('PAUSE'), st.get('PAD')
 
 
 def answer_mask(rows, meta):
@@ -258,14 +260,72 @@ def evaluate_paths(model, rows, meta, mode='greedy', answer_start=None, answer_l
 
 
 def read_rows(data_dir, split, meta):
-    path = os.path.join(data_dir, f'{split}.bin')
-    if not os.path.exists(path):
-        raise DataError(f"{path} not found: generate the dataset with pathstar.py first")
-    data = np.fromfile(path, dtype=token_dtype(meta['vocab_size']))
-    if len(data) % meta['row_len']:
-        raise DataError(f"{path} holds {len(data)} tokens, not a multiple of row_len "
-                        f"{meta['row_len']} from meta.pkl: re-generate the dataset")
-    return data.reshape(-1, meta['row_len'])
+    """(n, row_len) int64 rows of a path-star split, checked (utils.TokenFile)."""
+    return TokenFile(data_dir, split, meta).rows(meta['row_len']).numpy()
+
+
+def path_rows(rows, meta):
+    """The rows that ask for a path (in-weights data also holds edge-fact rows)."""
+    if meta.get('format') == 'inweights':
+        return rows[rows[:, 0] == meta['special_tokens']['PATH']]
+    return rows
+
+
+@torch.no_grad()
+def path_report(model, rows_by_split, meta, how, n, device='cpu'):
+    """Path accuracy of `model` on the first n path rows of each split: the one report behind
+    train-time evaluation and `pathstar.py --evaluate`.
+
+    how: 'greedy' (next-token decoding), 'parallel' (teacherless, one pass) or 'diffusion' (a
+    denoiser: confidence order, plus random order, one parallel pass and the one-lookup probe).
+    Returns {split: dict(exact_match, per_position, n, ...)} and, for in-weights data with
+    a train split, 'edge_acc': is v recalled from u on the edge facts."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    for split, rows in rows_by_split.items():
+        rows = torch.as_tensor(np.asarray(path_rows(rows, meta)[:n]), dtype=torch.long)
+        if 'answer_start' not in meta or len(rows) == 0:
+            continue
+        if how == 'diffusion':
+            r = dict(diffusion.path_accuracy(model, rows, meta, 'confidence', 0, device), n=len(rows))
+            r['random'] = diffusion.path_accuracy(model, rows, meta, 'random', 0, device)['exact_match']
+            r['parallel'] = diffusion.path_accuracy(model, rows, meta, 'confidence', 1,
+                                                    device)['exact_match']
+            r['single_position'] = diffusion.single_position_accuracy(model, rows, meta, device)
+        else:
+            r = evaluate_paths(model, rows, meta, how, device=device)
+        out[split] = r
+    if meta.get('format') == 'inweights' and 'train' in rows_by_split:
+        rows = torch.as_tensor(np.asarray(rows_by_split['train']), dtype=torch.long)
+        edge = meta['special_tokens']['EDGE']
+        a, _ = meta['answer_by_first_token'][edge]
+        out['edge_acc'] = evaluate_paths(model, rows[rows[:, 0] == edge][:n], meta, 'greedy', a, 1,
+                                         device=device)['exact_match']
+    model.train(was_training)
+    return out
+
+
+def report_keys(report):
+    """path_report -> the flat key=value pairs of an evaluation log line."""
+    out = {}
+    for split, r in report.items():
+        if split == 'edge_acc':
+            out['edge_acc'] = r
+        elif 'random' in r:  # a denoiser
+            out[f'{split}_path_acc_conf'] = r['exact_match']
+            out['conf_pos_acc' if split == 'val' else f'{split}_conf_pos_acc'] = fmt(r['per_position'])
+            out['conf_order' if split == 'val' else f'{split}_conf_order'] = fmt(r['order'], 1)
+            out[f'{split}_path_acc_rand'] = r['random']
+            out[f'{split}_path_acc_parallel'] = r['parallel']
+            if split == 'val':
+                out['single_pos_acc'] = fmt(r['single_position'])
+        else:
+            out[f'{split}_path_acc'] = r['exact_match']
+            out[f'{split}_pos_acc'] = fmt(r['per_position'])
+            if split == 'val' and 'tf_per_position' in r:  # given the true prefix
+                out['val_tf_pos_acc'] = fmt(r['tf_per_position'])
+    return out
 
 
 def default_name(a):
@@ -279,42 +339,35 @@ def default_name(a):
     return name + (f"_s{a.seed}" if a.seed else '')
 
 
-def fmt(xs):
-    return ' '.join(f"{x:.3f}" for x in xs)
+def fmt(xs, digits=3):
+    return ' '.join(f"{x:.{digits}f}" for x in xs)
 
 
 def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
-    """Path accuracy of a checkpoint (or out_dir) on the first num_eval val and train rows of
-    the dataset it was trained on: {'val': evaluate_paths(...), 'train': ...}."""
-    from sample import load_checkpoint
-    if not path.endswith('.pt'):  # an out_dir
-        path = os.path.join(path, 'ckpt.pt')
-    model, ckpt = load_checkpoint(path, device)
-    cfg, meta = ckpt['config'], ckpt['meta']
+    """path_report of a checkpoint (or out_dir) on the first num_eval val and train rows of the
+    dataset it was trained on."""
+    model, ckpt = load_model(path, device, flag='--evaluate')
+    cfg, meta = ckpt.get('config') or {}, ckpt['meta'] or {}
+    if 'row_len' not in meta or 'answer_start' not in meta:
+        raise DataError(f"--evaluate={path}: not a path-star checkpoint (objective "
+                        f"{ckpt.get('objective')!r}, dataset {cfg.get('dataset')!r})")
     data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
-    mode = 'parallel' if cfg.get('pathstar_teacherless') else 'greedy'
-    if ckpt.get('objective') == 'unmasking':  # a masked-diffusion denoiser: confidence order
-        from diffusion import path_accuracy
-        mode = 'diffusion, confidence order'
-    out = {}
-    for split in ('val', 'train'):
-        rows = read_rows(data_dir, split, meta)
-        if meta['format'] == 'inweights':
-            rows = rows[rows[:, 0] == meta['path_token']]
-        if mode.startswith('diffusion'):
-            from diffusion import single_position_accuracy
-            r = dict(path_accuracy(model, rows[:num_eval], meta, 'confidence', device=device),
-                     n=len(rows[:num_eval]))
-            r['single_position'] = single_position_accuracy(model, rows[:num_eval], meta, device)
-        else:
-            r = evaluate_paths(model, rows[:num_eval], meta, mode, device=device)
-        out[split] = r
-        if verbose:
-            print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows ({mode}), per "
-                  f"position " + fmt(r['per_position']) + ('; given the true prefix ' +
-                  fmt(r['tf_per_position']) if 'tf_per_position' in r else '') +
-                  ('; only that position masked ' + fmt(r['single_position'])
-                   if 'single_position' in r else ''))
+    denoiser = ckpt.get('objective') == 'unmasking'
+    how = 'diffusion' if denoiser else 'parallel' if cfg.get('pathstar_teacherless') else 'greedy'
+    file_meta = {**meta, 'vocab_size': meta.get('base_vocab_size', meta['vocab_size'])}
+    rows = {s: read_rows(data_dir, s, file_meta) for s in ('val', 'train')}
+    out = path_report(model, rows, meta, how, num_eval, device)
+    for split in ('val', 'train') if verbose else ():
+        r = out[split]
+        extra = ''
+        if 'tf_per_position' in r:
+            extra = '; given the true prefix ' + fmt(r['tf_per_position'])
+        if 'random' in r:
+            extra = (f"; random order {r['random']:.4f}, one pass {r['parallel']:.4f}; only that "
+                     f"position masked " + fmt(r['single_position']))
+        print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows "
+              f"({'diffusion, confidence order' if denoiser else how}), per position "
+              + fmt(r['per_position']) + extra)
     return out
 
 

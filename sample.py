@@ -17,9 +17,11 @@ import sys
 import torch
 
 import diffusion
-from configurator import ConfigError, load_config
-from model import GPT, GPTConfig
-from utils import DataError, gpt2_encoding, run_cli
+from chat import sample_chat
+from checkpoint import load_model
+from configurator import ConfigError, load_config, run_cli
+from mtp import speculative_generate
+from utils import DataError, text_codec
 
 DEFAULTS = dict(
     out_dir='out', ckpt='', mode='next_token', start='\n', num_samples=3, max_new_tokens=500,
@@ -29,60 +31,75 @@ DEFAULTS = dict(
 )
 
 
-def load_checkpoint(path, device='cpu'):
-    if not os.path.isfile(path):
-        raise DataError(f"checkpoint {path} not found: check --out_dir / --ckpt")
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    model = GPT(GPTConfig(**ckpt['model_args']))
-    model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()})
-    return model.eval().to(device), ckpt
+def prompt_text(cfg):
+    """--start, or the contents of the file it names as FILE:path."""
+    start = cfg['start']
+    if not start.startswith('FILE:'):
+        return start
+    if not os.path.isfile(start[5:]):
+        raise ConfigError(f"--start={start}: file {start[5:]} not found")
+    with open(start[5:], encoding='utf-8') as f:
+        return f.read()
 
 
-def codec(meta, bpe_dir=''):
-    """(encode, decode) for a checkpoint's vocabulary."""
-    meta = meta or {}
-    if 'stoi' in meta:
-        stoi, itos = meta['stoi'], meta['itos']
-        unknown = '?'
-        return (lambda s: [stoi[c] for c in s if c in stoi],
-                lambda ids: ''.join(itos.get(int(i), unknown) for i in ids))
-    enc = gpt2_encoding(bpe_dir or None)
-    return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'}),
-            lambda ids: enc.decode([int(i) for i in ids if int(i) < enc.n_vocab]))
+def encode_prompt(encode, text, cfg):
+    try:
+        return encode(text)
+    except DataError as e:
+        raise ConfigError(f"--start={cfg['start']!r}: {e}; use characters of the training "
+                          f"data") from None
 
 
-def main(argv=None):
-    cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    torch.manual_seed(cfg['seed'])
-    path = cfg['ckpt'] or os.path.join(cfg['out_dir'], 'ckpt.pt')
-    model, ckpt = load_checkpoint(path, cfg['device'])
-    if cfg['mode'] == 'chat':  # --start is the user message; stops at <|end|> (chat.py)
-        from chat import sample_chat
-        return sample_chat(model, ckpt, cfg)
-    if cfg['mode'] == 'diffusion':
-        return diffusion.sample_main(cfg, model, ckpt, path)
-    if cfg['mode'] != 'next_token':
-        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: next_token, "
-                          f"chat, diffusion")
+def sample_diffusion(cfg, model, ckpt):
+    """--mode=diffusion: prompt `start` (fixed) + [MASK] up to `length`."""
+    meta, path = ckpt['meta'] or {}, ckpt['path']
+    if model.config.causal or 'mask_token_id' not in meta or ckpt.get('objective') == 'remasking':
+        raise ConfigError(f"{path} is not a masked-diffusion denoiser (objective "
+                          f"'{ckpt.get('objective')}'): train one with --objective=unmasking")
+    base, mask_id, wrong_id = diffusion.vocab_ids(meta)
+    encode, decode = text_codec(meta, cfg['bpe_dir'])
+    L = cfg['length'] or model.config.block_size
+    if L > model.config.block_size:
+        raise ConfigError(f"--length={L} exceeds the model's block_size {model.config.block_size}")
+    ids = encode_prompt(encode, prompt_text(cfg), cfg)[:L]
+    canvas = torch.full((cfg['num_samples'], L), mask_id, dtype=torch.long)
+    canvas[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    remasker = None
+    if cfg['remask'] == 'learned':
+        remasker = diffusion.load_remasker(cfg['remasker_ckpt'], meta, cfg['device'])
+    try:
+        out, info = diffusion.diffusion_sample(
+            model, canvas.to(cfg['device']), cfg['steps'], mask_id, base, order=cfg['order'],
+            temperature=cfg['temperature'], score_temperature=cfg['score_temperature'],
+            block_len=cfg['block_len'], remask=cfg['remask'], remask_ratio=cfg['remask_ratio'],
+            remasker=remasker, wrong_id=wrong_id, remask_threshold=cfg['remask_threshold'],
+            gen=torch.Generator().manual_seed(cfg['seed']))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    outs = [decode(row.tolist()) for row in out]
+    for o in outs:
+        print(o)
+        print('---------------')
+    print(f"NFE per sample: {info['nfe']}")
+    return outs
+
+
+def sample_next_token(cfg, model, ckpt):
+    path = ckpt['path']
     if not model.config.causal:
         raise ConfigError(f"{path} is a bidirectional model (objective "
                           f"'{ckpt.get('objective')}'): next-token sampling needs a causal one")
-    encode, decode = codec(ckpt.get('meta'), cfg['bpe_dir'])
-    start = cfg['start']
-    if start.startswith('FILE:'):
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
-    ids = encode(start)
+    if cfg['speculative'] and model.config.n_future < 2:
+        raise ConfigError(f"--speculative=True needs a checkpoint with extra heads (n_future > 1); "
+                          f"{path} has n_future={model.config.n_future}")
+    encode, decode = text_codec(ckpt['meta'], cfg['bpe_dir'])
+    ids = encode_prompt(encode, prompt_text(cfg), cfg)
     if not ids:
         raise ConfigError(f"--start={cfg['start']!r} has no token in this vocabulary")
     x = torch.tensor(ids, dtype=torch.long, device=cfg['device'])[None]
     outs = []
-    if cfg['speculative'] and model.config.n_future < 2:
-        raise ConfigError(f"--speculative=True needs a checkpoint with extra heads (n_future > 1); "
-                          f"{path} has n_future={model.config.n_future}")
     for _ in range(cfg['num_samples']):
         if cfg['speculative']:  # greedy; equals temperature=0 sampling, in fewer forward passes
-            from mtp import speculative_generate
             y, stats = speculative_generate(model, x, cfg['max_new_tokens'])
             print(f"speculative: {stats['nfe']} forward passes for {cfg['max_new_tokens']} tokens, "
                   f"draft acceptance rate {stats['acceptance_rate']:.3f}")
@@ -93,6 +110,24 @@ def main(argv=None):
         print(outs[-1])
         print('---------------')
     return outs
+
+
+def chat_mode(cfg, model, ckpt):
+    return sample_chat(cfg, model, ckpt, prompt_text(cfg))
+
+
+MODES = {'next_token': sample_next_token, 'chat': chat_mode, 'diffusion': sample_diffusion}
+
+
+def main(argv=None):
+    cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
+    if cfg['mode'] not in MODES:
+        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: "
+                          f"{', '.join(MODES)}")
+    torch.manual_seed(cfg['seed'])
+    path = cfg['ckpt'] or os.path.join(cfg['out_dir'], 'ckpt.pt')
+    model, ckpt = load_model(path, cfg['device'], flag='--ckpt' if cfg['ckpt'] else '--out_dir')
+    return MODES[cfg['mode']](cfg, model, ckpt)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,6 @@ The loss of a step is the mean over the supervised tokens of the whole accumulat
 (all micro-batches, all ranks): the supervised weight is counted before the forward passes
 and every micro-batch loss is its weighted CE sum divided by that global count.
 """
-import hashlib
 import math
 import os
 import shutil
@@ -21,9 +20,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import batches
-from configurator import ConfigError, load_config
-from model import ARCH_KEYS, GPT, INIT_KEYS, GPTConfig, supervised_weights
-from utils import DataError, atomic_write, run_cli, vocab_compatible
+import checkpoint
+from configurator import ConfigError, load_config, run_cli
+from model import ARCH_KEYS, GPT, INIT_KEYS, RUN_KEYS, GPTConfig, supervised_weights
+from utils import DataError, atomic_write, mix_seed, seeded, to_device, vocab_compatible
 
 DEFAULTS = dict(
     # I/O
@@ -45,13 +45,6 @@ DEFAULTS = dict(
     attn_impl='auto',  # 'auto' | 'sdpa' | 'flex': kernel for masked batches (model.select_attention)
     **batches.all_defaults(),
 )
-
-
-def mix_seed(*parts):
-    """A 63-bit seed from ints and strings, the same in every process (Python's hash() of a
-    str is randomised per process, which would break resume after a restart)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, 'little') >> 1
 
 
 def get_lr(it, cfg):
@@ -78,10 +71,10 @@ def estimate_loss(model, source, cfg, ctx, device):
     model.eval()
     out = {}
     for split in ('train', 'val'):
-        gen = torch.Generator().manual_seed(mix_seed(cfg['seed'], 'eval', split))
+        gen = seeded(cfg['seed'], 'eval', split)
         sums = weights = 0.0
         for _ in range(cfg['eval_iters']):
-            b = batches.to_device(source.get_batch(split, cfg['batch_size'], gen=gen), device)
+            b = to_device(source.get_batch(split, cfg['batch_size'], gen), device)
             with ctx:
                 s, w, _ = model.loss_terms(b['x'], b['y'], **forward_kwargs(b))
             sums, weights = sums + s.float(), weights + w
@@ -91,102 +84,165 @@ def estimate_loss(model, source, cfg, ctx, device):
         if len(head) > 1:
             out.update({f'{split}_head{i + 1}': v for i, v in enumerate(head)})
     if hasattr(source, 'evaluate'):  # objective metrics (path accuracy, ...), in eval mode
-        out.update(source.evaluate(model, cfg, device))
+        out.update(source.evaluate(model, device))
     model.train()
     return out
 
 
-def load_init_checkpoint(cfg, explicit):
-    """The checkpoint of init_from (None for scratch). Architecture keys not set explicitly
-    are taken from it into cfg, before the batch source reads cfg (e.g. block_size), so a
-    second-phase config need not repeat the base's architecture."""
+# ------------------------------------------------------------------------ model and data
+def read_init_checkpoint(cfg, explicit):
+    """The checkpoint of init_from (None for scratch): 'resume' = out_dir/ckpt.pt, or a
+    checkpoint file or folder. Architecture keys not set explicitly are taken from it into cfg,
+    before the batch source reads cfg (e.g. block_size), so a second-phase config need not
+    repeat the base's architecture."""
     if cfg['init_from'] == 'scratch':
         return None
-    path = (os.path.join(cfg['out_dir'], 'ckpt.pt') if cfg['init_from'] == 'resume'
-            else cfg['init_from'])
-    if not os.path.isfile(path):
-        raise DataError(f"--init_from={cfg['init_from']}: checkpoint {path} not found")
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    ckpt['path'] = path
+    where = cfg['out_dir'] if cfg['init_from'] == 'resume' else cfg['init_from']
+    ckpt = checkpoint.load(where, flag='--init_from')
     for k in ARCH_KEYS:
         if k in cfg and k not in explicit and k != 'vocab_size' and k in ckpt['model_args']:
             cfg[k] = ckpt['model_args'][k]
     return ckpt
 
 
-def build_model(cfg, explicit, source, device, ckpt=None):
-    """Returns (model, checkpoint or None). See README 'init_from' for the rules."""
-    arch = {k: cfg[k] for k in ARCH_KEYS + INIT_KEYS if k in cfg}
-    arch.update(vocab_size=source.vocab_size, dropout=cfg['dropout'], causal=source.causal)
+def build_model(cfg, explicit, source, ckpt=None):
+    """The model to train: new (init_from=scratch) or the checkpoint's weights and architecture
+    with this run's training-time keys (RUN_KEYS); see README 'init_from' for the rules."""
+    run = {k: cfg[k] for k in RUN_KEYS}
     if cfg['init_from'] == 'scratch':
-        return GPT(GPTConfig(**arch)), None
+        arch = {k: cfg[k] for k in ARCH_KEYS + INIT_KEYS if k in cfg}
+        return GPT(GPTConfig(**arch, **run, vocab_size=source.vocab_size, causal=source.causal))
     if ckpt is None:
-        ckpt = load_init_checkpoint(cfg, explicit)
+        ckpt = read_init_checkpoint(cfg, explicit)
     path, saved = ckpt['path'], ckpt['model_args']
     for k in ARCH_KEYS:
         if k in explicit and k in saved and cfg[k] != saved[k] and k != 'block_size':
             raise ConfigError(f"--{k}={cfg[k]} conflicts with {path} ({k}={saved[k]}): the "
                               f"architecture comes from the checkpoint; drop the flag")
-    if not vocab_compatible(ckpt.get('meta'), source.meta):
+    if not vocab_compatible(ckpt['meta'], source.meta):
         raise DataError(f"{path} was trained on a different vocabulary than dataset "
                         f"'{cfg['dataset']}': prepare the data with the base model's tokenizer")
     if saved['vocab_size'] > source.vocab_size or (cfg['init_from'] == 'resume'
                                                    and saved['vocab_size'] != source.vocab_size):
         raise DataError(f"{path} has vocab_size {saved['vocab_size']} but dataset "
                         f"'{cfg['dataset']}' has {source.vocab_size}: use the matching dataset")
-    model_cfg = GPTConfig(**{**saved, 'dropout': cfg['dropout'], 'causal': source.causal})
-    model = GPT(model_cfg)
-    state = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}
-    model.load_state_dict(state)
+    model = checkpoint.build(ckpt, **run, causal=source.causal)
     model.resize_vocab(source.vocab_size)  # SFT: new special tokens get fresh rows
     if cfg['block_size'] < model.config.block_size:
         model.crop_block_size(cfg['block_size'])
     elif cfg['block_size'] > model.config.block_size:
         raise ConfigError(f"--block_size={cfg['block_size']} exceeds {path}'s block_size "
                           f"{model.config.block_size}")
-    return model, ckpt
+    return model
 
 
-def save_checkpoint(path, raw_model, optimizer, cfg, source, iter_num, best_val_loss):
-    ckpt = {'model': raw_model.state_dict(), 'optimizer': optimizer.state_dict(),
-            'model_args': vars(raw_model.config).copy(), 'config': cfg, 'iter_num': iter_num,
-            'best_val_loss': best_val_loss, 'meta': source.meta,
-            'objective': cfg['objective'], 'torch_rng': torch.get_rng_state()}
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+def draw_batches(source, cfg, iter_num, first, n, device):
+    """Micro-batches first .. first+n-1 of step iter_num. Micro-batch g is drawn from a
+    generator seeded by (seed, iter, g), g global over ranks: a resumed run, or a DDP run with
+    the same global batch, draws exactly the same data."""
+    out = []
+    for g in range(first, first + n):
+        b = source.get_batch('train', cfg['batch_size'], seeded(cfg['seed'], iter_num, g))
+        source.observe()
+        out.append(to_device(b, device))
+    return out
+
+
+# ------------------------------------------------------------------------ one optimisation step
+def train_step(model, optimizer, scaler, micro, cfg, ctx, dropout_seeds, ddp=False, world=1):
+    """Forward/backward over the micro-batches of one step, then clip and step.
+
+    The loss is normalised by the supervised weight of the whole step (all micro-batches, all
+    ranks), counted before the forward passes. Returns (mean loss over the step's supervised
+    tokens, this rank's share when ddp; gradient norm before clipping)."""
+    raw = model.module if ddp else model
+    raw = getattr(raw, '_orig_mod', raw)  # under torch.compile
+    k = raw.config.n_future
+    norm = sum(supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k)
+               for b in micro)
+    if ddp:
+        dist.all_reduce(norm)
+        norm = norm / world  # DDP averages gradients over ranks
+    loss_acc = torch.zeros((), device=norm.device)
+    for m, b in enumerate(micro):
+        torch.manual_seed(dropout_seeds[m])
+        sync = (not ddp) or m == len(micro) - 1
+        with (nullcontext() if sync else model.no_sync()), ctx:
+            _, loss = model(b['x'], b['y'], loss_norm=norm, **forward_kwargs(b))
+        scaler.scale(loss).backward()
+        loss_acc += loss.detach()
+    scaler.unscale_(optimizer)
+    max_norm = cfg['grad_clip'] if cfg['grad_clip'] != 0.0 else float('inf')  # inf: measure only
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_acc, grad_norm
+
+
+# ------------------------------------------------------------------------ the run
+def setup_distributed(cfg):
+    """(ddp, rank, world, local_rank); sets cfg['device'] ('auto' -> cuda if available)."""
+    if cfg['device'] == 'auto':
+        cfg['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if int(os.environ.get('RANK', -1)) == -1:
+        return False, 0, 1, 0
+    rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    dist.init_process_group(backend='gloo' if cfg['device'] == 'cpu' else cfg['backend'])
+    if cfg['device'].startswith('cuda'):
+        cfg['device'] = f'cuda:{local_rank}'
+        torch.cuda.set_device(cfg['device'])
+    if cfg['gradient_accumulation_steps'] % world:
+        raise ConfigError(f"--gradient_accumulation_steps={cfg['gradient_accumulation_steps']} "
+                          f"must be divisible by the number of processes ({world})")
+    return True, rank, world, local_rank
+
+
+def autocast_context(cfg, device_type):
+    """The forward's autocast context; resolves dtype 'auto' (bf16 on CUDA when supported)."""
+    if cfg['dtype'] == 'auto':
+        cfg['dtype'] = ('bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported()
+                        else 'float32')
+    if device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[cfg['dtype']]
+    return nullcontext() if device_type == 'cpu' else torch.autocast(device_type, dtype=ptdtype)
+
+
+def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state):
+    """Evaluate, log, and save out_dir/ckpt.pt (not at the step a run starts from)."""
+    losses = estimate_loss(raw_model, source, cfg, ctx, device)
+    ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
+    if not all(math.isfinite(v) for v in losses.values() if isinstance(v, float)):
+        sys.exit(f"step {iter_num}: evaluation loss is not finite ({losses}); training "
+                 f"stopped, the last good checkpoint is {ckpt_path}. Lower learning_rate?")
+    print(f"step {iter_num}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in losses.items()))
+    if cfg['wandb_log']:
+        state['wandb'].log({'iter': iter_num, **{f'eval/{k}': v for k, v in losses.items()}})
+    if losses['val'] < state['best_val_loss'] or cfg['always_save_checkpoint']:
+        state['best_val_loss'] = min(state['best_val_loss'], losses['val'])
+    if iter_num > it_start and (losses['val'] <= state['best_val_loss'] or cfg['always_save_checkpoint']):
+        checkpoint.save(ckpt_path, raw_model, optimizer, cfg, source.meta, iter_num,
+                        state['best_val_loss'])
+        print(f"saved checkpoint to {ckpt_path}")
+        tag = getattr(source, 'run_tag', '')
+        if tag:  # a named copy per evaluation; ckpt.pt stays the one to resume from
+            named = os.path.join(cfg['out_dir'], f'ckpt_{tag}_{iter_num}.pt')
+            atomic_write(named, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+    return losses
 
 
 def main(argv=None):
     cfg, explicit = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    ddp = int(os.environ.get('RANK', -1)) != -1
-    if cfg['device'] == 'auto':
-        cfg['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if ddp:
-        rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
-        backend = 'gloo' if cfg['device'] == 'cpu' else cfg['backend']
-        dist.init_process_group(backend=backend)
-        if cfg['device'].startswith('cuda'):
-            cfg['device'] = f'cuda:{local_rank}'
-            torch.cuda.set_device(cfg['device'])
-        if cfg['gradient_accumulation_steps'] % world:
-            raise ConfigError(f"--gradient_accumulation_steps={cfg['gradient_accumulation_steps']} "
-                              f"must be divisible by the number of processes ({world})")
-    else:
-        rank, world = 0, 1
-    master = rank == 0
-    accum = cfg['gradient_accumulation_steps'] // world
-    device = cfg['device']
+    ddp, rank, world, local_rank = setup_distributed(cfg)
+    master, accum, device = rank == 0, cfg['gradient_accumulation_steps'] // world, cfg['device']
     device_type = 'cuda' if 'cuda' in device else 'cpu'
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
-    if cfg['dtype'] == 'auto':
-        cfg['dtype'] = ('bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported()
-                        else 'float32')
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[cfg['dtype']]
-    ctx = nullcontext() if device_type == 'cpu' else torch.autocast(device_type, dtype=ptdtype)
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    ckpt = load_init_checkpoint(cfg, explicit)  # may set architecture keys of cfg
+    ctx = autocast_context(cfg, device_type)
+    ckpt = read_init_checkpoint(cfg, explicit)  # may set architecture keys of cfg
     tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
     if master:
         os.makedirs(cfg['out_dir'], exist_ok=True)
@@ -195,103 +251,52 @@ def main(argv=None):
 
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])  # same init on every rank
-    model, ckpt = build_model(cfg, explicit, source, device, ckpt)
-    model.future_head_weights = cfg['future_head_weights']
-    model.attn_impl = cfg['attn_impl']
-    model.to(device)
-    iter_num, best_val_loss = 0, 1e9
+    raw_model = build_model(cfg, explicit, source, ckpt).to(device)
     scaler = torch.amp.GradScaler(device_type, enabled=(cfg['dtype'] == 'float16'))
-    optimizer = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'],
-                                           (cfg['beta1'], cfg['beta2']), device_type)
+    optimizer = raw_model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'],
+                                               (cfg['beta1'], cfg['beta2']), device_type)
+    iter_num, state = 0, {'best_val_loss': 1e9}
     if ckpt is not None and cfg['init_from'] == 'resume':
         optimizer.load_state_dict(ckpt['optimizer'])
-        iter_num, best_val_loss = ckpt['iter_num'], ckpt['best_val_loss']
+        iter_num, state['best_val_loss'] = ckpt['iter_num'], ckpt['best_val_loss']
         torch.set_rng_state(ckpt['torch_rng'])
-    ckpt = None
-    raw_model = model
-    if cfg['compile']:
-        model = torch.compile(model)
+    ckpt = None  # free it
+    model = torch.compile(raw_model) if cfg['compile'] else raw_model
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
-    tag = getattr(source, 'run_tag', '')  # e.g. 'remasking_all_positions': names ckpts and wandb runs
     if cfg['wandb_log'] and master:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError("--wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline "
-                              "logs without an account)") from None
-        wandb.init(project=cfg['wandb_project'], config=cfg,
-                   name=cfg['wandb_run_name'] + (f'_{tag}' if tag else ''))
-    k = raw_model.config.n_future
-    ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
+        state['wandb'] = start_wandb(cfg, getattr(source, 'run_tag', ''))
+
     history = {'train': [], 'eval': []}
-    t_start, it_start = time.time(), iter_num
-    t0 = time.time()
+    t_start, it_start, t0 = time.time(), iter_num, time.time()
     while True:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
             group['lr'] = lr
         last = iter_num >= cfg['max_iters']
         if (iter_num % cfg['eval_interval'] == 0 or last) and master:
-            losses = estimate_loss(raw_model, source, cfg, ctx, device)
-            if not all(math.isfinite(v) for v in losses.values() if isinstance(v, float)):
-                sys.exit(f"step {iter_num}: evaluation loss is not finite ({losses}); training "
-                         f"stopped, the last good checkpoint is {ckpt_path}. Lower learning_rate?")
-            print(f"step {iter_num}: " + ", ".join(f"{k_}={v:.4f}" if isinstance(v, float)
-                                                   else f"{k_}={v}" for k_, v in losses.items()))
+            losses = evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num,
+                                       it_start, state)
             history['eval'].append({'iter': iter_num, **losses})
-            if cfg['wandb_log']:
-                wandb.log({'iter': iter_num, 'lr': lr, **{f'eval/{k_}': v for k_, v in losses.items()}})
-            if losses['val'] < best_val_loss or cfg['always_save_checkpoint']:
-                best_val_loss = min(best_val_loss, losses['val'])
-                if iter_num > it_start:  # not at 0, nor again right after a resume
-                    save_checkpoint(ckpt_path, raw_model, optimizer, cfg, source, iter_num, best_val_loss)
-                    print(f"saved checkpoint to {ckpt_path}")
-                    if tag:  # a named copy per evaluation; ckpt.pt stays the one to resume from
-                        named = os.path.join(cfg['out_dir'], f'ckpt_{tag}_{iter_num}.pt')
-                        atomic_write(named, lambda tmp: shutil.copyfile(ckpt_path, tmp))
         if last or cfg['eval_only']:
             break  # exactly max_iters optimisation steps, evaluated (and saved) after the last
 
-        # one optimisation step: draw all micro-batches first, so the loss can be normalised
-        # by the supervised weight of the whole step (all micro-batches and ranks).
-        # Micro-batch g of the step is seeded by (seed, iter, g), g global over ranks: a
-        # resumed run, or a DDP run with the same global batch, draws the same data.
-        micro = []
-        for m in range(accum):
-            g = rank * accum + m
-            source.gen.manual_seed(mix_seed(cfg['seed'], iter_num, g))
-            micro.append(batches.to_device(source.get_batch('train', cfg['batch_size']), device))
-        norm = sum(supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k)
-                   for b in micro)
-        if ddp:
-            dist.all_reduce(norm)
-            norm = norm / world  # DDP averages gradients over ranks
-        loss_acc = torch.zeros((), device=device)
-        for m, b in enumerate(micro):
-            torch.manual_seed(mix_seed(cfg['seed'], iter_num, rank * accum + m, 'dropout'))
-            sync = (not ddp) or m == accum - 1
-            with (nullcontext() if sync else model.no_sync()), ctx:
-                _, loss = model(b['x'], b['y'], loss_norm=norm, **forward_kwargs(b))
-            scaler.scale(loss).backward()
-            loss_acc += loss.detach()
-        if cfg['grad_clip'] != 0.0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg['grad_clip'])
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        first = rank * accum  # this rank's micro-batches of the step: global indices
+        micro = draw_batches(source, cfg, iter_num, first, accum, device)
+        seeds = [mix_seed(cfg['seed'], iter_num, g, 'dropout') for g in range(first, first + accum)]
+        loss, grad_norm = train_step(model, optimizer, scaler, micro, cfg, ctx, seeds, ddp, world)
 
         t1 = time.time()
         dt, t0 = t1 - t0, t1
         if iter_num % cfg['log_interval'] == 0:
             if ddp:  # the true step loss: every rank's share of the global mean
-                dist.all_reduce(loss_acc)
-                loss_acc /= world
-            lossf = loss_acc.item()
+                dist.all_reduce(loss)
+                loss /= world
+            lossf = loss.item()
             if not math.isfinite(lossf):
                 sys.exit(f"step {iter_num}: training loss is {lossf}; stopped without saving, the "
-                         f"last good checkpoint is {ckpt_path}. Lower learning_rate or check the data.")
+                         f"last good checkpoint is {os.path.join(cfg['out_dir'], 'ckpt.pt')}. "
+                         f"Lower learning_rate or check the data.")
             done = iter_num + 1 - it_start
             rate = done / max(time.time() - t_start, 1e-9)
             eta = (cfg['max_iters'] - iter_num - 1) / max(rate, 1e-9)
@@ -301,16 +306,27 @@ def main(argv=None):
                 msg += f", mfu {100 * raw_model.estimate_mfu(tokens_per_iter, dt):.1f}%"
             diag = source.diagnostics()
             if master:
-                print(msg + ''.join(f", {k_} {v:.4g}" for k_, v in diag.items()))
+                print(msg + ''.join(f", {k} {v:.4g}" for k, v in diag.items()))
                 if cfg['wandb_log']:
-                    wandb.log({'iter': iter_num, 'train/loss': lossf, 'lr': lr,
-                               **{f'diag/{k_}': v for k_, v in diag.items()}})
+                    state['wandb'].log({'iter': iter_num, 'train/loss': lossf, 'lr': lr,
+                                        **{f'diag/{k}': v for k, v in diag.items()}})
             history['train'].append({'iter': iter_num, 'loss': lossf})
         iter_num += 1
     if ddp:  # wait for rank 0's final eval/checkpoint: tearing gloo down under a busy peer aborts
         dist.barrier()
         dist.destroy_process_group()
     return history
+
+
+def start_wandb(cfg, tag):
+    try:
+        import wandb  # optional: only with --wandb_log=True
+    except ImportError:
+        raise ConfigError("--wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline "
+                          "logs without an account)") from None
+    wandb.init(project=cfg['wandb_project'], config=cfg,
+               name=cfg['wandb_run_name'] + (f'_{tag}' if tag else ''))
+    return wandb
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 """
-Text quality of masked-diffusion sampling strategies at equal NFE (issue 6).
+Text quality of masked-diffusion sampling strategies at equal NFE .
 
 Unconditional samples of `length` tokens from a denoiser, scored by a separately trained
 next-token judge (never the generator): judge NLL per token (nats, tokens 2..L given their
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import diffusion  # noqa: E402
 from configurator import load_config  # noqa: E402
-from sample import load_checkpoint  # noqa: E402
+from checkpoint import load_model  # noqa: E402
 
 DEFAULTS = dict(denoiser='out-diffusion-unmasking/ckpt.pt', judge='out-diffusion-judge/ckpt.pt',
                 remaskers='', num_samples=200, length=64, nfe='16,32,64', temperature=1.0,
@@ -64,10 +64,10 @@ def metrics(judge, x, vocab):
 def main(argv=None):
     cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(cfg['num_threads'])
-    den, ck = load_checkpoint(cfg['denoiser'])
-    judge, jck = load_checkpoint(cfg['judge'])
+    den, ck = load_model(cfg['denoiser'])
+    judge, jck = load_model(cfg['judge'])
     assert jck['model_args']['causal'] and not ck['model_args']['causal']
-    base, mask_id, wrong_id = diffusion.special_ids(ck['meta'])
+    base, mask_id, wrong_id = diffusion.vocab_ids(ck['meta'])
     remaskers = {}
     for item in filter(None, cfg['remaskers'].split(',')):
         name, path = item.split(':', 1)

@@ -18,6 +18,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import train  # noqa: E402
+
 COMMON = ['--dataset=shakespeare_char', '--objective=mlm', '--device=cpu', '--compile=False',
           '--num_threads=1', '--n_layer=4', '--n_head=4', '--n_embd=128', '--block_size=128',
           '--batch_size=16', '--dropout=0.0', '--learning_rate=1e-3', '--min_lr=1e-4',
@@ -28,7 +30,6 @@ RUNS = ('window', 'sep')
 
 
 def worker(packing, flags, tag=''):
-    import train
     out = os.path.join(ROOT, f'out-mlm-{packing}{tag}')
     hist = train.main(COMMON + flags + [f'--mlm_packing={packing}', f'--out_dir={out}'])
     with open(os.path.join(out, 'history.json'), 'w') as f:

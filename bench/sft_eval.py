@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from chat import check_split, prompt_ids, text_codec  # noqa: E402
-from sample import load_checkpoint  # noqa: E402
+from checkpoint import load_model  # noqa: E402
 from utils import load_meta  # noqa: E402
 
 ANSWER = re.compile(r'####\s*(-?[\d,]*\d(?:\.\d+)?)')
@@ -77,7 +77,7 @@ def main():
     p.add_argument('--show', type=int, default=1, help='answers to print')
     a = p.parse_args()
     torch.set_num_threads(a.num_threads)
-    model, ckpt = load_checkpoint(a.ckpt)
+    model, ckpt = load_model(a.ckpt)
     meta = load_meta(a.dataset)
     same = all(meta.get(k) == ckpt['meta'].get(k) for k in ('tokenizer', 'itos', 'special'))
     assert same, f"{a.ckpt} was not trained on {a.dataset}"

@@ -18,37 +18,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import batches  # noqa: E402
 import train  # noqa: E402
 from configurator import load_config  # noqa: E402
-from model import supervised_weights  # noqa: E402
 
 
 def make_step(cfg):
-    """(step, device): step() runs one train.py-style optimisation step of cfg (draw the
-    micro-batches, count supervised tokens, forward/backward, AdamW) and returns the seconds
-    spent drawing the batches. Shared by this script and bench/profile_step.py."""
+    """(step, device): step() runs one optimisation step of cfg with train.py's own code
+    (train.draw_batches, train.train_step) and returns the seconds spent drawing the batches.
+    Shared by this script and bench/profile_step.py."""
     device = cfg['device'] = 'cuda' if cfg['device'] == 'auto' and torch.cuda.is_available() else (
         'cpu' if cfg['device'] == 'auto' else cfg['device'])
+    device_type = 'cuda' if 'cuda' in device else 'cpu'
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])
-    model, _ = train.build_model(cfg, set(), source, device)
-    model.to(device)
-    opt = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'], (0.9, 0.95),
-                                     'cuda' if 'cuda' in device else 'cpu')
+    model = train.build_model(cfg, set(), source).to(device)
+    opt = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'],
+                                     (cfg['beta1'], cfg['beta2']), device_type)
     fwd = torch.compile(model) if cfg['compile'] else model
-    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if 'cuda' in device else train.nullcontext()
+    ctx = train.autocast_context(cfg, device_type)
+    scaler = torch.amp.GradScaler(device_type, enabled=(cfg['dtype'] == 'float16'))
+    it = iter(range(10**9))
 
     def step():
+        i = next(it)
         t0 = time.perf_counter()
-        micro = [batches.to_device(source.get_batch('train', cfg['batch_size']), device)
-                 for _ in range(cfg['gradient_accumulation_steps'])]
+        micro = train.draw_batches(source, cfg, i, 0, cfg['gradient_accumulation_steps'], device)
         t_batch = time.perf_counter() - t0
-        norm = sum(supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'),
-                                      model.config.n_future) for b in micro)
-        for b in micro:
-            with ctx:
-                _, loss = fwd(b['x'], b['y'], loss_norm=norm, **train.forward_kwargs(b))
-            loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train.train_step(fwd, opt, scaler, micro, cfg, ctx, [i] * len(micro))
         return t_batch
     return step, device
 

@@ -1,4 +1,4 @@
-"""SEP-varlen MLM (issue 5): packing, attention mask, corruption, diagnostics, mask polarity."""
+"""SEP-varlen MLM: packing, attention mask, corruption, diagnostics, mask polarity."""
 import pickle
 
 import numpy as np
@@ -125,7 +125,7 @@ def test_special_ids_attention_mask_and_labels_on_real_batches(data_root):
     ends_nl = orig[torch.arange(256), sep_pos - 1] == nl
     assert ends_nl.float().mean() > 0.9
     # the text of every sample occurs in train.bin right after a newline (or at 0)
-    data = src.data['train']
+    data = src.files['train'].data()
     starts = set(src.bounds['train'][:-1].tolist())
     for r in range(20):
         row = orig[r, :sep_pos[r]].numpy()
@@ -147,6 +147,7 @@ def test_diagnostics_count_training_batches_only(data_root):
     assert src.diagnostics() == {}
     for _ in range(20):
         src.get_batch('train', 64)
+        src.observe()  # what train.py does after drawing a training micro-batch
     d = src.diagnostics()
     assert d['mask%'] + d['rand%'] + d['keep%'] == pytest.approx(100)
     assert d['mask%'] == pytest.approx(80, abs=3) and d['rand%'] == pytest.approx(10, abs=2.5)
@@ -212,7 +213,7 @@ def test_train_end_to_end_logs_diagnostics_probe_and_special_ids(tiny_args, tmp_
     ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=False)
     V = ckpt['meta']['vocab_size']
     assert ckpt['model_args']['vocab_size'] == V and ckpt['model_args']['causal'] is False
-    assert (ckpt['meta']['mask_id'], ckpt['meta']['sep_id']) == (V - 2, V - 1)
+    assert (ckpt['meta']['mask_token_id'], ckpt['meta']['sep_token_id']) == (V - 2, V - 1)
     assert ckpt['model']['lm_head.weight'].shape[0] == V
     win = train.main(tiny_args + ['--objective=mlm', '--mlm_packing=window', '--max_iters=2',
                                   '--eval_interval=100', f'--out_dir={tmp_path}/w'])

@@ -201,7 +201,7 @@ def test_flex_block_mask_matches_sdpa_bool_mask(causal):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         ref, ref_loss = model(x, y, attention_mask=am)
-        model.attn_impl = 'flex'
+        model.config.attn_impl = "flex"
         got, got_loss = model(x, y, attention_mask=am)
     assert torch.allclose(ref, got, atol=1e-5) and torch.allclose(ref_loss, got_loss, atol=1e-6)
 

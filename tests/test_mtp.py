@@ -67,7 +67,7 @@ def test_loss_averages_heads_each_normalised_by_its_own_count():
     sums, weights, _ = model.loss_terms(x, y)
     _, loss = model(x, y)
     assert loss.item() == pytest.approx((sums / weights).mean().item(), rel=1e-6)
-    model.future_head_weights = [3.0, 1.0]
+    model.config.future_head_weights = [3.0, 1.0]
     _, weighted = model(x, y)
     assert weighted.item() == pytest.approx((0.75 * sums[0] / weights[0] + 0.25 * sums[1] /
                                              weights[1]).item(), rel=1e-6)

@@ -10,7 +10,7 @@ import batches
 import pathstar
 import train
 from conftest import TINY
-from utils import DataError
+from utils import DataError, normalise_meta
 
 
 def write(root, name, train_rows, val_rows, meta):
@@ -105,13 +105,13 @@ def test_inweights_heldout_leaves_never_train_paths():
     d, l = 8, 4
     for directions in (False, True):
         tr, va, meta = pathstar.make_inweights(d, l, pauses=1, directions=directions, seed=3)
-        PATH, EDGE = meta['path_token'], meta['edge_token']
+        PATH, EDGE = meta['special_tokens']['PATH'], meta['special_tokens']['EDGE']
         held = set(meta['heldout_leaves'])
         assert len(held) == 2 and len(va) == 2 and set(va[:, 1]) == held
         paths = tr[tr[:, 0] == PATH]
         assert not held & set(paths[:, 1]) and set(paths[:, 1]) | held == set(va[:, 1]) | set(paths[:, 1])
         assert len(set(paths[:, 1])) == d - 2  # every train leaf has path examples
-        assert (paths[:, 2] == meta['pause_token']).all() and (paths[:, 3] == meta['root']).all()
+        assert (paths[:, 2] == meta['special_tokens']['PAUSE']).all() and (paths[:, 3] == meta['root']).all()
         assert (paths[:, 1] == paths[:, -1]).all()  # [PATH] leaf ... leaf
         edges = tr[tr[:, 0] == EDGE]
         assert len(edges) == 2 * d * (l - 1)  # every edge, both directions
@@ -123,8 +123,8 @@ def test_inweights_heldout_leaves_never_train_paths():
             nodes = p[3:]
             assert all((int(u), int(v)) in fwd for u, v in zip(nodes[:-1], nodes[1:]))
         if directions:
-            assert set(edges[:, 2]) == {meta['fwd_token'], meta['bwd_token']}
-            assert (edges[:, 4:] == meta['pad_token']).all()
+            assert set(edges[:, 2]) == {meta['special_tokens']['>'], meta['special_tokens']['<']}
+            assert (edges[:, 4:] == meta['special_tokens']['PAD']).all()
 
 
 def test_bad_parameters_are_clear_errors(tmp_path):
@@ -152,11 +152,16 @@ def test_meta_styles_and_pause_pad_never_supervised(tmp_path):
     ic = write(tmp_path, 'ic', *pathstar.make_incontext(2, 4, 12, 40, 8, pauses=3, quiet=True))
     iw = write(tmp_path, 'iw', *pathstar.make_inweights(4, 4, pauses=2, seed=1))
     meta_ic, meta_iw = (pickle.load(open(tmp_path / n / 'meta.pkl', 'rb')) for n in (ic, iw))
-    assert 'pause_token' not in meta_ic and 'special_tokens' not in meta_iw
-    assert pathstar.special_ids(meta_ic) == (16, 17) and pathstar.special_ids(meta_iw) == (
-        meta_iw['pause_token'], meta_iw['pad_token'])
+    # one style written (special_tokens); the older top-level style still reads the same
+    assert 'pause_token' not in meta_ic and 'pause_token' not in meta_iw
+    old_iw = {k: v for k, v in meta_iw.items() if k != 'special_tokens'}
+    old_iw.update(pause_token=meta_iw['special_tokens']['PAUSE'],
+                  pad_token=meta_iw['special_tokens']['PAD'])
+    assert pathstar.pause_pad_ids(meta_ic) == (16, 17) and pathstar.pause_pad_ids(
+        normalise_meta(old_iw)) == pathstar.pause_pad_ids(meta_iw) == (
+        meta_iw['special_tokens']['PAUSE'], meta_iw['special_tokens']['PAD'])
     for name, meta in ((ic, meta_ic), (iw, meta_iw)):
-        pause, pad = pathstar.special_ids(meta)
+        pause, pad = pathstar.pause_pad_ids(meta)
         for loss_on in ('answer', 'all'):
             src = source(tmp_path, name, pathstar_loss_on=loss_on)
             raw = src.rows['train']  # recover the unmasked targets of the same draw
@@ -174,6 +179,7 @@ def test_meta_styles_and_pause_pad_never_supervised(tmp_path):
             else:  # only answer tokens: l per path row, 1 per edge row
                 want = pathstar.answer_mask(raw, meta)[:, 1:]
                 assert torch.equal(sup, want) and not (want & (yraw == pad)).any()
+            src.observe()  # a training batch, as train.py says
             d = src.diagnostics()
             assert d['masked_pause'] == pytest.approx(((yraw == pause).float().mean().item()))
             assert d['masked_pad'] == pytest.approx(((yraw == pad).float().mean().item()))

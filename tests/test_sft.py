@@ -111,6 +111,7 @@ def test_batch_mask_is_shifted_with_the_targets(tmp_path, use_mask):
     prev = torch.tensor([src.meta['itos'][int(t)] in ASSISTANT for t in b['x'][:, 0]])
     want[:, 0] = want[:, 0] | (y_end & prev)
     assert torch.equal(b['loss_mask'], want)
+    src.observe()  # a training batch, as train.py says
     assert 0 < src.diagnostics()['mask_frac'] < 1
     again = batches.SFT(cfg, out, seed=3).get_batch('train', 16)  # seeded: reproducible
     assert torch.equal(again['x'], b['x']) and torch.equal(again['loss_mask'], b['loss_mask'])
@@ -187,7 +188,7 @@ def test_two_phase_keeps_architecture_swaps_training_params_and_chats(data_root,
     # vocabulary growth at init_from: old rows kept, new rows initialised
     cfg = {**train.DEFAULTS, 'init_from': f'{tmp_path}/base/ckpt.pt', 'dropout': 0.2}
     src = batches.SFT({'block_size': 32, 'use_loss_mask': True}, str(tmp_path / 'toy'), 0)
-    model, _ = train.build_model(cfg, set(), src, 'cpu')
+    model = train.build_model(cfg, set(), src)
     w = model.transformer.wte.weight
     assert torch.equal(w[:V0], base_ckpt['model']['transformer.wte.weight'])
     assert w.shape[0] == V0 + 5 and torch.isfinite(w[V0:]).all() and w[V0:].std() > 0

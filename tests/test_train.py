@@ -85,10 +85,9 @@ def test_init_from_checkpoint_keeps_architecture_and_takes_training_params(tiny_
     base = str(tmp_path / 'out' / 'ckpt.pt')
     with pytest.raises(ConfigError, match='--n_layer=3 conflicts with .*n_layer=2'):
         train.main(tiny_args + [f'--init_from={base}', '--n_layer=3', f'--out_dir={tmp_path}/x'])
-    model, ckpt = train.build_model({**train.DEFAULTS, 'init_from': base, 'dropout': 0.2,
-                                     'n_layer': 12, 'block_size': 32}, set(),
-                                    type('S', (), {'vocab_size': 70, 'causal': True,
-                                                   'meta': None})(), 'cpu')
+    model = train.build_model({**train.DEFAULTS, 'init_from': base, 'dropout': 0.2,
+                               'n_layer': 12, 'block_size': 32}, set(),
+                              type('S', (), {'vocab_size': 70, 'causal': True, 'meta': None})())
     assert model.config.n_layer == 2 and model.config.dropout == 0.2
     assert model.transformer.drop.p == 0.2 and model.config.vocab_size == 70
 

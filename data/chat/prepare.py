@@ -31,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 from chat import SPECIALS, check_density, check_messages, render  # noqa: E402
-from utils import DataError, gpt2_encoding, run_cli, token_dtype, write_dataset_dir  # noqa: E402
+from configurator import run_cli  # noqa: E402
+from utils import DataError, gpt2_encoding, token_dtype, write_dataset_dir  # noqa: E402
 
 SHARD_TOKENS = 50_000_000  # tokens per shard file
 
