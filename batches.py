@@ -353,9 +353,10 @@ class MaskedSource(Source):
         masked = diffusion.draw_mask(maskable, t, gen, c['mask_min_one'])
         return tok, maskable, attn, t, masked
 
-    def batch(self, x, y, t, maskable, masked, attn, **extra):
-        """The batch dict (+ self.last_stats); masked (B, T) = positions chosen by the draw."""
-        self.last_stats = {'t_mean': t.mean(), 'mask_frac': masked.sum() / maskable.sum().clamp(min=1)}
+    def batch(self, x, y, t, maskable, chosen, attn, **extra):
+        """The batch dict (+ self.last_stats); chosen (B, T): the positions the draw corrupted
+        ([MASK] or a wrong token), whose share is logged as mask_frac."""
+        self.last_stats = {'t_mean': t.mean(), 'mask_frac': chosen.sum() / maskable.sum().clamp(min=1)}
         b = {'x': x, 'y': y, 't': t, 'maskable': maskable, **extra}
         return b if attn is None else {**b, 'attention_mask': attn}
 
@@ -429,6 +430,81 @@ class Remasking(MaskedSource):
         return diffusion.remasker_metrics(self, model, device)
 
 
+class Hybrid(MaskedSource):
+    """One model that drafts and flags its own wrong tokens in the same pass (sample.py
+    --remask=self). Per row a ratio t and the chosen positions exactly as for the denoiser
+    (diffusion.draw_t / draw_mask over the maskable positions); of the chosen positions a share
+    hybrid_wrong_frac gets a wrong token instead of [MASK]. Targets (diffusion.hybrid_corrupt):
+    the original at [MASK] and at clean (maskable, unchosen) positions, WRONG at wrong positions,
+    -1 at positions that are not maskable (prompt, PAD). The trainer's plain mean over all
+    supervised positions is the loss.
+
+    hybrid_wrong_source: 'uniform' = diffusion.random_other_tokens (never the original), or
+    'self' = on-policy: a draft of the model itself at those positions. The batch source never
+    sees the model being trained (train.py draws batches before the forward pass, and the source
+    interface has no model), so 'self' uses a FROZEN checkpoint, hybrid_denoiser=<ckpt> (an
+    unmasking or a hybrid checkpoint of this dataset), exactly as Remasking's remasking_denoiser:
+    diffusion.denoiser_samples on the row with every chosen position [MASK] (the draft a sampler
+    step would commit from), at hybrid_temperature. To get closer to the model's own mistakes,
+    iterate: train with 'uniform', then again with hybrid_denoiser=<that run's ckpt>. A draft
+    equal to the original counts as clean (target the original), so with 'self' the realised
+    wrong share (diagnostic wrong_frac) is below hybrid_wrong_frac * t."""
+    # hybrid_wrong_frac = 0.2: (1) 80% of the chosen positions stay [MASK], so the drafting task
+    # (which writes every token at sampling time) keeps most of the unmasking supervision.
+    # (2) Among a row's visible positions the WRONG share is 0.2t / (1 - 0.8t): 0.05 at t = 0.2,
+    # 0.17 at t = 0.5, 0.64 at t = 0.9 (1/6 over t ~ U(0, 1)): enough positives to learn
+    # P(WRONG), while "clean" stays the default wherever most of the row is visible. With 0.5 it
+    # would be 0.11 / 0.33 / 0.82: the model would learn that the few tokens visible at high
+    # noise (a sampler's first commits) are wrong, and --remask=self would keep undoing them.
+    # (3) Every wrong token also corrupts the context of the [MASK] predictions; a sampler's
+    # committed drafts are plausible tokens, so heavy uniform noise is off its distribution.
+    defaults = {'hybrid_wrong_frac': 0.2, 'hybrid_wrong_source': 'uniform', 'hybrid_denoiser': '',
+                'hybrid_temperature': 1.0}
+
+    def __init__(self, cfg, data_dir, seed):
+        super().__init__(cfg, data_dir, seed)
+        frac, src = self.cfg['hybrid_wrong_frac'], self.cfg['hybrid_wrong_source']
+        path = self.cfg['hybrid_denoiser']
+        if not 0.0 <= frac < 1.0:
+            raise ConfigError(f"--hybrid_wrong_frac={frac}: must be in [0, 1) (1 leaves no [MASK] "
+                              f"to learn drafting from)")
+        if src not in ('uniform', 'self'):
+            raise ConfigError(f"--hybrid_wrong_source={src!r}: use 'uniform' or 'self'")
+        if (src == 'self') != bool(path):
+            raise ConfigError(f"--hybrid_wrong_source={src} with --hybrid_denoiser={path!r}: "
+                              f"'self' needs a frozen denoiser checkpoint, 'uniform' takes none")
+        self.run_tag = f'hybrid_{src}'
+        self.denoiser = None
+        if path:
+            self.denoiser, ck = load_model(path, flag='--hybrid_denoiser')
+            if ck.get('objective') not in (None, 'unmasking', 'hybrid') or ck['model_args']['causal'] \
+                    or (ck['meta'] or {}).get('mask_token_id') != self.mask_id:
+                raise DataError(f"--hybrid_denoiser={path} is not an unmasking/hybrid "
+                                f"checkpoint of this dataset (objective {ck.get('objective')!r}, "
+                                f"need mask id {self.mask_id})")
+            self.meta = {**self.meta, 'hybrid_denoiser': path}
+
+    def get_batch(self, split, batch_size, gen=None):
+        gen = gen or self.gen
+        tok, maskable, attn, t, chosen = self.corrupt(split, batch_size, gen)
+        u = torch.rand(chosen.shape, generator=gen)
+        to_wrong = chosen & (u < self.cfg['hybrid_wrong_frac'])
+        if self.denoiser is None:
+            proposals = diffusion.random_other_tokens(tok, self.base_vocab, gen)
+        else:
+            proposals = diffusion.denoiser_samples(
+                self.denoiser, torch.where(chosen, self.mask_id, tok), chosen, self.base_vocab,
+                self.cfg['hybrid_temperature'], gen, attn)
+        x, y, masked, wrong = diffusion.hybrid_corrupt(tok, maskable, chosen, to_wrong, proposals,
+                                                       self.mask_id, self.wrong_id)
+        b = self.batch(x, y, t, maskable, masked, attn, masked=masked, wrong=wrong)
+        self.last_stats['wrong_frac'] = wrong.sum() / maskable.sum().clamp(min=1)
+        return b
+
+    def evaluate(self, model, device):
+        return diffusion.hybrid_metrics(self, model, device)
+
+
 OBJECTIVES = {
     'next_token': NextToken,
     'pathstar': PathStar,
@@ -436,6 +512,7 @@ OBJECTIVES = {
     'sft': SFT,
     'unmasking': Unmasking,
     'remasking': Remasking,
+    'hybrid': Hybrid,
 }
 
 

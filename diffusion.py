@@ -24,7 +24,7 @@ SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
     remask='none', remask_ratio=0.25, remask_threshold=0.5, remasker_ckpt='',
 )
 ORDERS = ('random', 'confidence', 'margin')
-REMASKS = ('none', 'random', 'learned')
+REMASKS = ('none', 'random', 'learned', 'self')
 
 
 def vocab_ids(meta):
@@ -118,13 +118,18 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
     step, up to remask_ratio * (tokens the schedule adds this step; fractions carried) committed non-prompt positions go back
     to [MASK]: `random` uniformly, `learned` those the remasker scores most likely WRONG (above
     remask_threshold) on the draft = canvas with the remaining masks filled by x0 (a fully filled
-    sequence, like its training inputs). Returns (canvas, info): info['nfe'] = forward passes per
+    sequence, like its training inputs), `self` (a `hybrid` model) those that this step's own
+    denoiser pass scores most likely WRONG (above remask_threshold) among the positions committed
+    in its input: no extra pass (self_remask_scores).
+    Returns (canvas, info): info['nfe'] = forward passes per
     sample of every model, info['committed'] / info['remasked'] = per-step (B,) counts,
     info['commit_step'] (B, L) = the step at which each position was last committed (-1: prompt)."""
     if order not in ORDERS or remask not in REMASKS:
         raise ValueError(f"order must be one of {ORDERS}, remask one of {REMASKS}")
     if remask == 'learned' and (remasker is None or wrong_id is None):
         raise ValueError("remask='learned' needs a remasker model and wrong_id")
+    if remask == 'self' and wrong_id is None:
+        raise ValueError("remask='self' needs wrong_id (a hybrid denoiser's WRONG id)")
     gen = gen or torch.Generator().manual_seed(0)
     x = canvas.clone()
     B, L = x.shape
@@ -139,7 +144,8 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
     for s, (b, j, sb) in enumerate(plan):
         eligible = free & (block_id <= b)
         masked = x == mask_id
-        logits = model(x, attention_mask=attention_mask)[0][..., :base_vocab].double()
+        full = model(x, attention_mask=attention_mask)[0]  # (B, L, V): remask='self' reads WRONG
+        logits = full[..., :base_vocab].double()
         nfe += 1
         x0 = gumbel_argmax(logits, temperature, gen)  # (B, L)
         if order == 'random':
@@ -167,6 +173,8 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
         r = (remask_ratio * done.double()).floor().long() - (remask_ratio * before.double()).floor().long()
         if remask == 'random':
             key = torch.rand((B, L), dtype=torch.float64, generator=gen).to(x.device)
+        elif remask == 'self':  # this step's pass, scored on what was committed in its input
+            key = self_remask_scores(full, ~masked, wrong_id, remask_threshold)
         else:
             draft = torch.where(x == mask_id, x0, x)
             p_wrong = F.softmax(remasker(draft, attention_mask=attention_mask)[0].double(), -1)[..., wrong_id]
@@ -234,6 +242,46 @@ def load_remasker(path, meta, device='cpu'):
     return remasker
 
 
+# ---- hybrid objective: one model that drafts and flags its own wrong tokens (batches.Hybrid) ----
+
+def hybrid_corrupt(tok, maskable, chosen, to_wrong, proposals, mask_id, wrong_id):
+    """The hybrid corruption of clean tokens tok (B, T). chosen (B, T) bool (within maskable):
+    the positions drawn with ratio t as for the denoiser; to_wrong (within chosen): those that
+    get proposals (B, T) (base-vocabulary tokens) instead of [MASK]. A proposal equal to the
+    original is no corruption: that position is clean. Returns (x, y, masked, wrong): x the input,
+    masked = [MASK] positions, wrong = positions holding a token that differs from the original;
+    y = WRONG at wrong positions, the original at every other maskable position ([MASK] and
+    clean), -1 at positions that are not maskable (prompt, PAD)."""
+    masked = chosen & ~to_wrong
+    wrong = to_wrong & (proposals != tok)
+    x = torch.where(masked, mask_id, torch.where(wrong, proposals, tok))
+    y = torch.where(maskable, torch.where(wrong, wrong_id, tok), -1)
+    return x, y, masked, wrong
+
+
+def self_remask_scores(logits, visible, wrong_id, threshold):
+    """remask='self': P(WRONG) (B, L) float64 from a hybrid denoiser's full logits (B, L, V) of
+    the pass that also drafted this step, at the positions `visible` (B, L) bool (not [MASK] in
+    that pass's input: committed earlier); -inf elsewhere and where P(WRONG) <= threshold.
+    Positions committed in this very step held [MASK] in the input, so they have no score (a
+    hybrid model is never asked whether a [MASK] is wrong) and are not sent back in this step."""
+    if logits.size(-1) <= wrong_id:
+        raise ValueError(f"remask='self' needs a model with a WRONG output (id {wrong_id}); this "
+                         f"one has {logits.size(-1)} outputs: use a hybrid checkpoint")
+    p_wrong = F.softmax(logits.double(), -1)[..., wrong_id]
+    keep = visible & (p_wrong > threshold)
+    return torch.where(keep, p_wrong, torch.full_like(p_wrong, -math.inf))
+
+
+def check_self_remask(ckpt, path):
+    """sample.py --remask=self: only a checkpoint trained with objective 'hybrid' has learned
+    P(WRONG) at committed positions (an unmasking model's WRONG output is untrained)."""
+    if ckpt.get('objective') != 'hybrid':
+        raise ConfigError(f"--remask=self needs a checkpoint trained with --objective=hybrid; "
+                          f"{path} has objective {ckpt.get('objective')!r} (use --remask=learned "
+                          f"with a remasker, or none/random)")
+
+
 # ------------------------------------------------------------------ metrics (evaluation time)
 @torch.no_grad()
 def denoiser_metrics(source, model, device):
@@ -272,3 +320,29 @@ def remasker_metrics(source, model, device):
         n_pred += float((pred & b['maskable']).sum())
     return {'clean_as_wrong': fp / max(n_clean, 1), 'wrong_recall': tp / max(n_wrong, 1),
             'wrong_precision': tp / max(n_pred, 1)}
+
+
+@torch.no_grad()
+def hybrid_metrics(source, model, device):
+    """val_masked_ce: CE (nats) at [MASK] positions, as denoiser_metrics; detection as
+    remasker_metrics, over the visible maskable positions (a [MASK] is never judged):
+    clean_as_wrong = share of clean positions predicted WRONG (argmax), wrong_recall = share of
+    wrong positions predicted WRONG, wrong_precision."""
+    c, wrong_id = source.cfg, source.wrong_id
+    gen = source.eval_gen('hybrid')
+    ce_sum = n_masked = fp = tp = n_clean = n_wrong = n_pred = 0.0
+    for _ in range(c['eval_iters']):
+        b = to_device(source.get_batch('val', c['batch_size'], gen), device)
+        logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
+        y_masked = torch.where(b['masked'], b['y'], -1)  # [MASK] positions only
+        ce = F.cross_entropy(logits.float().transpose(1, 2), y_masked, ignore_index=-1,
+                             reduction='none')
+        ce_sum, n_masked = ce_sum + float(ce.sum()), n_masked + float(b['masked'].sum())
+        visible = b['maskable'] & ~b['masked']
+        pred = (logits.argmax(-1) == wrong_id) & visible
+        clean = visible & ~b['wrong']
+        fp, tp = fp + float((pred & clean).sum()), tp + float((pred & b['wrong']).sum())
+        n_clean, n_wrong = n_clean + float(clean.sum()), n_wrong + float(b['wrong'].sum())
+        n_pred += float(pred.sum())
+    return {'val_masked_ce': ce_sum / max(n_masked, 1), 'clean_as_wrong': fp / max(n_clean, 1),
+            'wrong_recall': tp / max(n_wrong, 1), 'wrong_precision': tp / max(n_pred, 1)}

@@ -57,6 +57,8 @@ def sample_diffusion(cfg, model, ckpt):
         raise ConfigError(f"{path} is not a masked-diffusion denoiser (objective "
                           f"'{ckpt.get('objective')}'): train one with --objective=unmasking")
     base, mask_id, wrong_id = diffusion.vocab_ids(meta)
+    if cfg['remask'] == 'self':
+        diffusion.check_self_remask(ckpt, path)
     encode, decode = text_codec(meta, cfg['bpe_dir'])
     L = cfg['length'] or model.config.block_size
     if L > model.config.block_size:

@@ -11,6 +11,11 @@ character 4-grams within a sample). Reference row: the same metrics on real val 
 
 Learned remasking costs one remasker pass per step but the last, so it runs steps = NFE // 2
 (NFE = 2 steps - 1); the other strategies run steps = NFE. Prints a markdown table, saves a PNG.
+
+--self_remask=True: the denoiser is a `hybrid` checkpoint (train.py --objective=hybrid); adds the
+rows "random order + self remask" and "confidence + self remask": the pass that drafts also
+scores P(WRONG) at committed positions (sample.py --remask=self), so steps = NFE. Its plain rows
+(no / random / learned remasking) then sample from the same hybrid model.
 """
 import math
 import os
@@ -29,7 +34,8 @@ from checkpoint import load_model  # noqa: E402
 DEFAULTS = dict(denoiser='out-diffusion-unmasking/ckpt.pt', judge='out-diffusion-judge/ckpt.pt',
                 remaskers='', num_samples=200, length=64, nfe='16,32,64', temperature=1.0,
                 remask_ratio=0.25, remask_threshold=0.5, seed=1337, data_dir='data/shakespeare_char',
-                png='docs/diffusion_eval.png', num_threads=1)
+                png='docs/diffusion_eval.png', num_threads=1,
+                self_remask=False)  # True: --denoiser is a hybrid ckpt; adds the self-remask rows
 
 
 @torch.no_grad()
@@ -84,6 +90,10 @@ def main(argv=None):
                   ('confidence + random remask', 'confidence', 'random', None)]
     strategies += [(f'{o} + learned remask ({n})', o, 'learned', n)
                    for n in remaskers for o in ('random', 'confidence')]
+    if cfg['self_remask']:  # one pass per step: the hybrid denoiser flags its own wrong tokens
+        diffusion.check_self_remask(ck, cfg['denoiser'])
+        strategies += [('random order + self remask', 'random', 'self', None),
+                       ('confidence + self remask', 'confidence', 'self', None)]
     for nfe in [int(v) for v in cfg['nfe'].split(',')]:
         for label, order, remask, rname in strategies:
             steps = nfe // 2 if remask == 'learned' else nfe
