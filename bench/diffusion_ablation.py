@@ -32,6 +32,8 @@ ROWS = {  # name -> flags on top of CONFIG
     'emb1': ['--emb_init_std=1.0'],
     'both': BOTH,
     'both_pytorch_linear': BOTH + ['--linear_init=pytorch'],
+    # the reference's local edit of model.py (PyTorch init everywhere, untied) + plain AdamW
+    'reference_edit': BOTH + ['--linear_init=pytorch'] + [f for v in OPT.values() for f in v],
     **{f'both_{k}': BOTH + v for k, v in OPT.items()},
     'both_plain_adamw': BOTH + [f for v in OPT.values() for f in v],
     'both_tclamp': BOTH + ['--mask_t_min=0.2', '--mask_min_one=True'],

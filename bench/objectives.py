@@ -1,5 +1,5 @@
 """
-The cost of every objective against plain next-token at the same shape (issue 7).
+The cost of every objective against plain next-token at the same shape.
 
     python bench/objectives.py                    # small and medium shapes, 1 thread
     python bench/objectives.py --shapes=small --steps=10

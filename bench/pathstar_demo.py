@@ -36,7 +36,7 @@ RUNS = [
     ('G(2,5) masked diffusion, confidence order', 'config/diffusion_pathstar_d2_l5.py',
      ['--d=2', '--l=5', '--N=50'], '~1 reported (not reached here)',
      ['--learning_rate=3e-3', '--min_lr=3e-4', '--pathstar_online=True'], 4),
-] + [  # multi-token prediction (issue 9): same data and steps, k heads
+] + [  # multi-token prediction: same data and steps, k heads
     (f'G(2,5) forward, {k} heads (MTP)', 'config/pathstar_d2_l5.py', ['--d=2', '--l=5', '--N=50'],
      '?', [f'--n_future={k}', f'--out_dir=out-pathstar-d2-l5-mtp{k}'], 1) for k in (2, 4)]
 

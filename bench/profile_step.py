@@ -1,6 +1,6 @@
 """
 Where a CPU training step goes: torch.profiler over a few train.py-style steps, top ops by self
-CPU time (issue 7's profiling pass).
+CPU time (the profiling pass in docs/RESULTS.md, Performance).
 
     python bench/profile_step.py config/train_shakespeare_char.py --dataset=shakespeare --num_threads=1
 Any train.py key works (e.g. --objective=mlm).

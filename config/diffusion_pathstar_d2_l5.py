@@ -1,5 +1,5 @@
 # Masked diffusion (unmasking) on path-star G(2,5,N=50): only answer positions are masked, the
-# graph and query stay visible. The scratch trial: 3 layers x 64, 4 heads, batch 128,
+# graph and query stay visible. The reported scratch trial: 3 layers x 64, 4 heads, batch 128,
 # lr 1e-3, 50k graphs, one thread. Data: python pathstar.py --mode=incontext --d=2 --l=5 --N=50
 out_dir = 'out-diffusion-pathstar-d2-l5'
 dataset = 'incontext_pathstar_d2_l5_n50'
