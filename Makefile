@@ -10,6 +10,8 @@ SHAKESPEARE := $(wildcard $(SHARED)/tinyshakespeare/input.txt)
 	touch $@
 
 test: .venv/ok
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 data/shakespeare_char/train.bin: .venv/ok

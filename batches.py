@@ -17,6 +17,7 @@ A source: `Source(cfg, data_dir, seed)` with .vocab_size, .meta, .causal,
 Each source declares the config keys it reads in `defaults` (plus COMMON_KEYS); self.cfg holds
 only those, so reading another objective's key fails at once. Register sources in OBJECTIVES.
 """
+
 import os
 import warnings
 
@@ -36,8 +37,10 @@ COMMON_KEYS = ('block_size', 'batch_size', 'eval_iters', 'seed')  # trainer keys
 
 def check_dataset_dir(data_dir):
     if not os.path.isdir(data_dir):
-        raise DataError(f"dataset folder {data_dir} not found: check --dataset, or run "
-                        f"data/<dataset>/prepare.py (or pathstar.py) first")
+        raise DataError(
+            f"dataset folder {data_dir} not found: check --dataset, or run "
+            f"data/<dataset>/prepare.py (or pathstar.py) first"
+        )
 
 
 def random_rows(rows, batch_size, gen):
@@ -82,12 +85,16 @@ class NextToken(Source):
         super().__init__(cfg, data_dir, seed)
         self.meta = load_meta(data_dir, required=False)
         if self.meta is None:
-            warnings.warn(f"no meta.pkl in {data_dir}: assuming GPT-2 BPE (vocab_size 50304, uint16)")
+            warnings.warn(
+                f"no meta.pkl in {data_dir}: assuming GPT-2 BPE (vocab_size 50304, uint16)"
+            )
             self.meta = {'vocab_size': 50304}
         self.vocab_size = self.meta['vocab_size']
         self.T = self.cfg['block_size']
-        self.files = {s: TokenFile(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
-                      for s in ('train', 'val')}
+        self.files = {
+            s: TokenFile(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
+            for s in ('train', 'val')
+        }
 
     def get_batch(self, split, batch_size, gen=None):
         rows = self.files[split].windows(batch_size, self.T + 1, gen or self.gen)  # (B, T+1)
@@ -98,8 +105,13 @@ class PathStar(Source):
     """Whole path-star rows (pathstar.py): x = row[:-1], y = row[1:]; PAUSE/PAD targets are
     never supervised; loss_on='answer' supervises only the answer tokens, 'all' the rest too.
     pathstar_teacherless: answer inputs become '$' (one parallel pass, Bachmann & Nagarajan)."""
-    defaults = dict(pathstar_loss_on='answer', pathstar_teacherless=False, pathstar_eval_rows=500,
-                    pathstar_online=False)  # online: a fresh graph for every training example
+
+    defaults = dict(
+        pathstar_loss_on='answer',
+        pathstar_teacherless=False,
+        pathstar_eval_rows=500,
+        pathstar_online=False,
+    )  # online: a fresh graph for every training example
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
@@ -107,16 +119,22 @@ class PathStar(Source):
         self.vocab_size = self.meta['vocab_size']
         if 'row_len' not in self.meta:
             raise DataError(f"{data_dir}/meta.pkl has no 'row_len': generate it with pathstar.py")
-        self.rows = {s: TokenFile(data_dir, s, self.meta).rows(self.meta['row_len'])
-                     for s in ('train', 'val')}  # (n, row_len): small enough to hold in memory
+        self.rows = {
+            s: TokenFile(data_dir, s, self.meta).rows(self.meta['row_len'])
+            for s in ('train', 'val')
+        }  # (n, row_len): small enough to hold in memory
         if self.cfg['block_size'] < self.meta['row_len'] - 1:
-            raise DataError(f"--block_size={self.cfg['block_size']} is too small for {data_dir} "
-                            f"(rows of {self.meta['row_len']} tokens): use --block_size="
-                            f"{self.meta['row_len'] - 1}")
+            raise DataError(
+                f"--block_size={self.cfg['block_size']} is too small for {data_dir} "
+                f"(rows of {self.meta['row_len']} tokens): use --block_size="
+                f"{self.meta['row_len'] - 1}"
+            )
         self.pause, self.pad = pathstar.pause_pad_ids(self.meta)
         if self.pause is None and self.pad is None:
-            warnings.warn(f"{data_dir}/meta.pkl names no PAUSE/PAD token (no "
-                          f"meta['special_tokens']): nothing is masked")
+            warnings.warn(
+                f"{data_dir}/meta.pkl names no PAUSE/PAD token (no "
+                f"meta['special_tokens']): nothing is masked"
+            )
         self.loss_on = self.cfg['pathstar_loss_on']
         if self.loss_on not in ('answer', 'all'):
             raise DataError(f"--pathstar_loss_on={self.loss_on}: use 'answer' or 'all'")
@@ -124,10 +142,15 @@ class PathStar(Source):
         if self.loss_on == 'answer' and not has_answer:
             warnings.warn(f"{data_dir}/meta.pkl has no answer span: --pathstar_loss_on=all")
             self.loss_on = 'all'
-        self.teacherless, self.online = self.cfg['pathstar_teacherless'], self.cfg['pathstar_online']
+        self.teacherless, self.online = (
+            self.cfg['pathstar_teacherless'],
+            self.cfg['pathstar_online'],
+        )
         if self.teacherless and 'teacherless_token' not in self.meta:
-            raise DataError(f"--pathstar_teacherless needs an in-context dataset ({data_dir} has "
-                            f"no meta['teacherless_token'])")
+            raise DataError(
+                f"--pathstar_teacherless needs an in-context dataset ({data_dir} has "
+                f"no meta['teacherless_token'])"
+            )
 
     def get_batch(self, split, batch_size, gen=None):
         gen = gen or self.gen
@@ -136,7 +159,9 @@ class PathStar(Source):
         else:
             rows = random_rows(self.rows[split], batch_size, gen)
         x, y = rows[:, :-1].clone(), rows[:, 1:].clone()  # (B, row_len-1)
-        is_pause = y == self.pause if self.pause is not None else torch.zeros_like(y, dtype=torch.bool)
+        is_pause = (
+            y == self.pause if self.pause is not None else torch.zeros_like(y, dtype=torch.bool)
+        )
         is_pad = y == self.pad if self.pad is not None else torch.zeros_like(y, dtype=torch.bool)
         prompt = torch.zeros_like(is_pad)
         if self.loss_on == 'answer' or self.teacherless:
@@ -146,15 +171,19 @@ class PathStar(Source):
             if self.teacherless:  # inputs at answer positions (the last one is cut) -> '$'
                 x[ans[:, :-1]] = self.meta['teacherless_token']
         y[is_pause | is_pad | prompt] = -1
-        self.last_stats = {'masked_pause': is_pause.float().mean(),
-                           'masked_pad': is_pad.float().mean(), 'masked_prompt': prompt.float().mean()}
+        self.last_stats = {
+            'masked_pause': is_pause.float().mean(),
+            'masked_pad': is_pad.float().mean(),
+            'masked_prompt': prompt.float().mean(),
+        }
         return {'x': x, 'y': y}
 
     def evaluate(self, model, device):
         """Path accuracy on the first pathstar_eval_rows held-out and train rows."""
         how = 'parallel' if self.teacherless else 'greedy'
-        report = pathstar.path_report(model, self.rows, self.meta, how,
-                                      self.cfg['pathstar_eval_rows'], device)
+        report = pathstar.path_report(
+            model, self.rows, self.meta, how, self.cfg['pathstar_eval_rows'], device
+        )
         return pathstar.report_keys(report)
 
 
@@ -164,9 +193,17 @@ class MaskedLM(Source):
     [SEP]). mlm_packing='window': random fixed windows, no [SEP], no mask (the baseline).
     [MASK] and [SEP] are appended to the dataset's vocabulary: ids base_vocab, base_vocab + 1,
     recorded in self.meta (and so in every checkpoint). See mlm.py."""
+
     causal = False
-    defaults = dict(mlm_packing='sep', mlm_probability=0.15, mlm_ratio='fixed', mlm_ratio_eps=1e-3,
-                    mlm_mask_frac=0.8, mlm_random_frac=0.1, mlm_eval_ratio=0.15)
+    defaults = dict(
+        mlm_packing='sep',
+        mlm_probability=0.15,
+        mlm_ratio='fixed',
+        mlm_ratio_eps=1e-3,
+        mlm_mask_frac=0.8,
+        mlm_random_frac=0.1,
+        mlm_eval_ratio=0.15,
+    )
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
@@ -175,16 +212,18 @@ class MaskedLM(Source):
         self.base_vocab = base['vocab_size']
         self.mask_id, self.sep_id = self.base_vocab, self.base_vocab + 1
         self.vocab_size = self.base_vocab + 2
-        self.meta = dict(base, vocab_size=self.vocab_size, mask_token_id=self.mask_id,
-                         sep_token_id=self.sep_id)
+        self.meta = dict(
+            base, vocab_size=self.vocab_size, mask_token_id=self.mask_id, sep_token_id=self.sep_id
+        )
         if 'itos' in base:
             self.meta['itos'] = {**base['itos'], self.mask_id: '[MASK]', self.sep_id: '[SEP]'}
             self.meta['stoi'] = {**base['stoi'], '[MASK]': self.mask_id, '[SEP]': self.sep_id}
         self.packing, self.T = self.cfg['mlm_packing'], self.cfg['block_size']
         self.files, self.bounds = {}, {}
         for split in ('train', 'val'):
-            f = self.files[split] = TokenFile(data_dir, split, base, self.T + 1,
-                                              f'--block_size={self.T}')
+            f = self.files[split] = TokenFile(
+                data_dir, split, base, self.T + 1, f'--block_size={self.T}'
+            )
             if self.packing == 'sep':  # line starts, indexed once
                 self.bounds[split] = mlm.line_bounds(f.data(), mlm.newline_ids(base, f.path))
         self.stats = mlm.MLMStats()
@@ -193,6 +232,7 @@ class MaskedLM(Source):
     def check_config(cfg):
         def bad(key, why):
             raise ConfigError(f"--{key}={cfg[key]!r}: {why}")
+
         if cfg['mlm_packing'] not in ('sep', 'window'):
             bad('mlm_packing', "choose 'sep' (line-aligned, ends in [SEP]) or 'window'")
         if cfg['mlm_ratio'] not in ('fixed', 'uniform'):
@@ -200,8 +240,11 @@ class MaskedLM(Source):
         for key in ('mlm_probability', 'mlm_eval_ratio', 'mlm_ratio_eps'):
             if not 0.0 < cfg[key] <= 1.0:
                 bad(key, "must be in (0, 1]")
-        if not (0 <= cfg['mlm_mask_frac'] and 0 <= cfg['mlm_random_frac']
-                and cfg['mlm_mask_frac'] + cfg['mlm_random_frac'] <= 1.0):
+        if not (
+            0 <= cfg['mlm_mask_frac']
+            and 0 <= cfg['mlm_random_frac']
+            and cfg['mlm_mask_frac'] + cfg['mlm_random_frac'] <= 1.0
+        ):
             bad('mlm_random_frac', "mlm_mask_frac and mlm_random_frac must be >= 0 and sum to <= 1")
         if cfg['block_size'] < 2:
             bad('block_size', "MLM needs at least 2 positions (a token and its [SEP])")
@@ -210,14 +253,16 @@ class MaskedLM(Source):
         T = self.T
         if self.packing == 'sep':
             first = torch.randint(len(self.bounds[split]) - 1, (B,), generator=gen).numpy()
-            x, n_text = mlm.pack_lines(self.files[split].data(), self.bounds[split], first, T,
-                                       self.sep_id)
+            x, n_text = mlm.pack_lines(
+                self.files[split].data(), self.bounds[split], first, T, self.sep_id
+            )
         else:
             x = self.files[split].windows(B, T, gen)
             n_text = torch.full((B,), T)
         ratio = mlm.draw_ratio(B, ratio_mode, p, self.cfg['mlm_ratio_eps'], gen)
-        xc, y, kind = mlm.corrupt(x, n_text, ratio, self.base_vocab, self.mask_id, gen,
-                                  mask_frac, random_frac)
+        xc, y, kind = mlm.corrupt(
+            x, n_text, ratio, self.base_vocab, self.mask_id, gen, mask_frac, random_frac
+        )
         b = {'x': xc, 'y': y}
         if self.packing == 'sep':
             b['attention_mask'] = torch.arange(T) <= n_text[:, None]  # (B, T), [SEP] included
@@ -227,8 +272,15 @@ class MaskedLM(Source):
 
     def get_batch(self, split, batch_size, gen=None):
         c = self.cfg
-        return self.make_batch(split, batch_size, gen or self.gen, c['mlm_ratio'],
-                               c['mlm_probability'], c['mlm_mask_frac'], c['mlm_random_frac'])
+        return self.make_batch(
+            split,
+            batch_size,
+            gen or self.gen,
+            c['mlm_ratio'],
+            c['mlm_probability'],
+            c['mlm_mask_frac'],
+            c['mlm_random_frac'],
+        )
 
     def observe(self):
         self.stats.update(**self.last_stats)  # cumulative since the start of training
@@ -245,14 +297,17 @@ class SFT(Source):
     token stream, as NextToken, with the aligned uint8 mask shifted *with the targets*:
     x = tok[i:i+T], y = tok[i+1:i+T+1], loss_mask = mask[i+1:i+T+1] (mask[j] = 1: token j is
     a supervised target). use_loss_mask=False trains on every token of the same windows."""
+
     defaults = {'use_loss_mask': True}
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
         self.meta = load_meta(data_dir)
         if 'special' not in self.meta:
-            raise DataError(f"{data_dir}/meta.pkl has no chat special tokens: --objective=sft "
-                            f"needs data from data/chat/prepare.py")
+            raise DataError(
+                f"{data_dir}/meta.pkl has no chat special tokens: --objective=sft "
+                f"needs data from data/chat/prepare.py"
+            )
         self.vocab_size = self.meta['vocab_size']
         self.dtype = np.dtype(self.meta['dtype'])
         self.block_size, self.use_loss_mask = self.cfg['block_size'], self.cfg['use_loss_mask']
@@ -261,8 +316,10 @@ class SFT(Source):
             shards = chat.check_split(data_dir, split, self.dtype, self.vocab_size)
             for tok, _, (path, _) in shards:
                 if len(tok) <= self.block_size:
-                    raise DataError(f"{path} has {len(tok)} tokens, too few for --block_size="
-                                    f"{self.block_size}: lower block_size or add conversations")
+                    raise DataError(
+                        f"{path} has {len(tok)} tokens, too few for --block_size="
+                        f"{self.block_size}: lower block_size or add conversations"
+                    )
             self.shards[split] = [(tp, mp, len(tok)) for tok, _, (tp, mp) in shards]
 
     def windows(self, split, batch_size, gen):
@@ -302,26 +359,41 @@ class MaskedSource(Source):
     graph and query stay visible; PAD (meta['special_tokens']['PAD']) is never attended to.
     Masking ratio t ~ U(mask_eps, 1) per row (stratified over the batch or i.i.d.), then
     t = max(t, mask_t_min); mask_min_one: at least one masked position per row."""
+
     causal = False
-    defaults = {'mask_eps': 1e-3, 'mask_stratified': True, 'mask_t_min': 0.0,
-                'mask_min_one': False, 'pathstar_online': False}
+    defaults = {
+        'mask_eps': 1e-3,
+        'mask_stratified': True,
+        'mask_t_min': 0.0,
+        'mask_min_one': False,
+        'pathstar_online': False,
+    }
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
         base = load_meta(data_dir)
         self.base_vocab = base['vocab_size']
         self.vocab_size = self.base_vocab + 2
-        self.meta = {**base, 'vocab_size': self.vocab_size, 'base_vocab_size': self.base_vocab,
-                     'mask_token_id': self.base_vocab, 'wrong_token_id': self.base_vocab + 1}
+        self.meta = {
+            **base,
+            'vocab_size': self.vocab_size,
+            'base_vocab_size': self.base_vocab,
+            'mask_token_id': self.base_vocab,
+            'wrong_token_id': self.base_vocab + 1,
+        }
         self.mask_id, self.wrong_id = self.base_vocab, self.base_vocab + 1
         self.is_rows = 'answer_start' in base
         self.T = base['row_len'] if self.is_rows else self.cfg['block_size']
         if self.T > self.cfg['block_size']:
-            raise DataError(f"{data_dir}: rows of {self.T} tokens exceed --block_size="
-                            f"{self.cfg['block_size']}; raise block_size to {self.T}")
+            raise DataError(
+                f"{data_dir}: rows of {self.T} tokens exceed --block_size="
+                f"{self.cfg['block_size']}; raise block_size to {self.T}"
+            )
         self.pad = pathstar.pause_pad_ids(base)[1] if self.is_rows else None
-        files = {s: TokenFile(data_dir, s, base, self.T, f'--block_size={self.T}')
-                 for s in ('train', 'val')}
+        files = {
+            s: TokenFile(data_dir, s, base, self.T, f'--block_size={self.T}')
+            for s in ('train', 'val')
+        }
         if self.is_rows:
             self.rows = {s: f.rows(self.T) for s, f in files.items()}
         else:
@@ -356,7 +428,10 @@ class MaskedSource(Source):
     def batch(self, x, y, t, maskable, chosen, attn, **extra):
         """The batch dict (+ self.last_stats); chosen (B, T): the positions the draw corrupted
         ([MASK] or a wrong token), whose share is logged as mask_frac."""
-        self.last_stats = {'t_mean': t.mean(), 'mask_frac': chosen.sum() / maskable.sum().clamp(min=1)}
+        self.last_stats = {
+            't_mean': t.mean(),
+            'mask_frac': chosen.sum() / maskable.sum().clamp(min=1),
+        }
         b = {'x': x, 'y': y, 't': t, 'maskable': maskable, **extra}
         return b if attn is None else {**b, 'attention_mask': attn}
 
@@ -365,20 +440,28 @@ class Unmasking(MaskedSource):
     """Denoiser: [MASK] at each maskable position with prob t; predict the originals.
     Val also reports the masked CE and the 1/t-weighted bound (bits/token, as MDLM/LLaDA), and
     on path-star rows the decoded answers (pathstar.path_report)."""
+
     defaults = {'diffusion_eval_rows': 500}
     run_tag = 'unmasking'
 
     def get_batch(self, split, batch_size, gen=None):
         tok, maskable, attn, t, masked = self.corrupt(split, batch_size, gen or self.gen)
-        return self.batch(torch.where(masked, self.mask_id, tok), torch.where(masked, tok, -1),
-                          t, maskable, masked, attn)
+        return self.batch(
+            torch.where(masked, self.mask_id, tok),
+            torch.where(masked, tok, -1),
+            t,
+            maskable,
+            masked,
+            attn,
+        )
 
     def evaluate(self, model, device):
         out = diffusion.denoiser_metrics(self, model, device)
         if self.is_rows:  # path-star: decode the answers (confidence / random order, one pass)
             rows = {'val': self.rows['val']}
-            report = pathstar.path_report(model, rows, self.meta, 'diffusion',
-                                          self.cfg['diffusion_eval_rows'], device)
+            report = pathstar.path_report(
+                model, rows, self.meta, 'diffusion', self.cfg['diffusion_eval_rows'], device
+            )
             out.update(pathstar.report_keys(report))
         return out
 
@@ -389,8 +472,12 @@ class Remasking(MaskedSource):
     target WRONG where the input differs from the original, the original elsewhere.
     remasking_loss_type: corrupted_only (only WRONG targets: collapses to 'all WRONG') or
     all_positions (every real position)."""
-    defaults = {'remasking_loss_type': 'all_positions', 'remasking_denoiser': '',
-                'remasking_temperature': 1.0}
+
+    defaults = {
+        'remasking_loss_type': 'all_positions',
+        'remasking_denoiser': '',
+        'remasking_temperature': 1.0,
+    }
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
@@ -402,11 +489,16 @@ class Remasking(MaskedSource):
         path = self.cfg['remasking_denoiser']
         if path:
             self.denoiser, ck = load_model(path, flag='--remasking_denoiser')
-            if ck.get('objective') not in (None, 'unmasking') or ck['model_args']['causal'] \
-                    or (ck['meta'] or {}).get('mask_token_id') != self.mask_id:
-                raise DataError(f"--remasking_denoiser={path} is not an unmasking checkpoint of "
-                                f"this dataset (objective {ck.get('objective')!r}; need "
-                                f"'unmasking' with mask id {self.mask_id})")
+            if (
+                ck.get('objective') not in (None, 'unmasking')
+                or ck['model_args']['causal']
+                or (ck['meta'] or {}).get('mask_token_id') != self.mask_id
+            ):
+                raise DataError(
+                    f"--remasking_denoiser={path} is not an unmasking checkpoint of "
+                    f"this dataset (objective {ck.get('objective')!r}; need "
+                    f"'unmasking' with mask id {self.mask_id})"
+                )
             self.meta = {**self.meta, 'remasking_denoiser': path}
 
     def get_batch(self, split, batch_size, gen=None):
@@ -415,9 +507,15 @@ class Remasking(MaskedSource):
         if self.denoiser is None:
             x = torch.where(masked, diffusion.random_other_tokens(tok, self.base_vocab, gen), tok)
         else:
-            x = diffusion.denoiser_samples(self.denoiser, torch.where(masked, self.mask_id, tok),
-                                           masked, self.base_vocab,
-                                           self.cfg['remasking_temperature'], gen, attn)
+            x = diffusion.denoiser_samples(
+                self.denoiser,
+                torch.where(masked, self.mask_id, tok),
+                masked,
+                self.base_vocab,
+                self.cfg['remasking_temperature'],
+                gen,
+                attn,
+            )
         wrong = x != tok  # (B, T): corrupted positions
         y = torch.where(wrong, self.wrong_id, tok)
         if self.cfg['remasking_loss_type'] == 'corrupted_only':
@@ -449,6 +547,7 @@ class Hybrid(MaskedSource):
     iterate: train with 'uniform', then again with hybrid_denoiser=<that run's ckpt>. A draft
     equal to the original counts as clean (target the original), so with 'self' the realised
     wrong share (diagnostic wrong_frac) is below hybrid_wrong_frac * t."""
+
     # hybrid_wrong_frac = 0.2: (1) 80% of the chosen positions stay [MASK], so the drafting task
     # (which writes every token at sampling time) keeps most of the unmasking supervision.
     # (2) Among a row's visible positions the WRONG share is 0.2t / (1 - 0.8t): 0.05 at t = 0.2,
@@ -458,30 +557,43 @@ class Hybrid(MaskedSource):
     # noise (a sampler's first commits) are wrong, and --remask=self would keep undoing them.
     # (3) Every wrong token also corrupts the context of the [MASK] predictions; a sampler's
     # committed drafts are plausible tokens, so heavy uniform noise is off its distribution.
-    defaults = {'hybrid_wrong_frac': 0.2, 'hybrid_wrong_source': 'uniform', 'hybrid_denoiser': '',
-                'hybrid_temperature': 1.0}
+    defaults = {
+        'hybrid_wrong_frac': 0.2,
+        'hybrid_wrong_source': 'uniform',
+        'hybrid_denoiser': '',
+        'hybrid_temperature': 1.0,
+    }
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
         frac, src = self.cfg['hybrid_wrong_frac'], self.cfg['hybrid_wrong_source']
         path = self.cfg['hybrid_denoiser']
         if not 0.0 <= frac < 1.0:
-            raise ConfigError(f"--hybrid_wrong_frac={frac}: must be in [0, 1) (1 leaves no [MASK] "
-                              f"to learn drafting from)")
+            raise ConfigError(
+                f"--hybrid_wrong_frac={frac}: must be in [0, 1) (1 leaves no [MASK] "
+                f"to learn drafting from)"
+            )
         if src not in ('uniform', 'self'):
             raise ConfigError(f"--hybrid_wrong_source={src!r}: use 'uniform' or 'self'")
         if (src == 'self') != bool(path):
-            raise ConfigError(f"--hybrid_wrong_source={src} with --hybrid_denoiser={path!r}: "
-                              f"'self' needs a frozen denoiser checkpoint, 'uniform' takes none")
+            raise ConfigError(
+                f"--hybrid_wrong_source={src} with --hybrid_denoiser={path!r}: "
+                f"'self' needs a frozen denoiser checkpoint, 'uniform' takes none"
+            )
         self.run_tag = f'hybrid_{src}'
         self.denoiser = None
         if path:
             self.denoiser, ck = load_model(path, flag='--hybrid_denoiser')
-            if ck.get('objective') not in (None, 'unmasking', 'hybrid') or ck['model_args']['causal'] \
-                    or (ck['meta'] or {}).get('mask_token_id') != self.mask_id:
-                raise DataError(f"--hybrid_denoiser={path} is not an unmasking/hybrid "
-                                f"checkpoint of this dataset (objective {ck.get('objective')!r}, "
-                                f"need mask id {self.mask_id})")
+            if (
+                ck.get('objective') not in (None, 'unmasking', 'hybrid')
+                or ck['model_args']['causal']
+                or (ck['meta'] or {}).get('mask_token_id') != self.mask_id
+            ):
+                raise DataError(
+                    f"--hybrid_denoiser={path} is not an unmasking/hybrid "
+                    f"checkpoint of this dataset (objective {ck.get('objective')!r}, "
+                    f"need mask id {self.mask_id})"
+                )
             self.meta = {**self.meta, 'hybrid_denoiser': path}
 
     def get_batch(self, split, batch_size, gen=None):
@@ -493,10 +605,17 @@ class Hybrid(MaskedSource):
             proposals = diffusion.random_other_tokens(tok, self.base_vocab, gen)
         else:
             proposals = diffusion.denoiser_samples(
-                self.denoiser, torch.where(chosen, self.mask_id, tok), chosen, self.base_vocab,
-                self.cfg['hybrid_temperature'], gen, attn)
-        x, y, masked, wrong = diffusion.hybrid_corrupt(tok, maskable, chosen, to_wrong, proposals,
-                                                       self.mask_id, self.wrong_id)
+                self.denoiser,
+                torch.where(chosen, self.mask_id, tok),
+                chosen,
+                self.base_vocab,
+                self.cfg['hybrid_temperature'],
+                gen,
+                attn,
+            )
+        x, y, masked, wrong = diffusion.hybrid_corrupt(
+            tok, maskable, chosen, to_wrong, proposals, self.mask_id, self.wrong_id
+        )
         b = self.batch(x, y, t, maskable, masked, attn, masked=masked, wrong=wrong)
         self.last_stats['wrong_frac'] = wrong.sum() / maskable.sum().clamp(min=1)
         return b

@@ -4,13 +4,15 @@ sample.py --mode=chat and the mask viewer:
 
     python chat.py --dataset=data/chat_gsm8k_char [--split=val] [--n=2] [--plain]
 
-prints exchanges (user/system turns + the assistant's reply) with the supervised tokens (mask = 1) highlighted, to check masks by eye.
+prints exchanges (user/system turns + the assistant's reply) with the supervised tokens
+(mask = 1) highlighted, to check masks by eye.
 
 Template: every message is  <|role|> content <|end|>  with one special token per role tag and
 one end-of-turn token, appended to the tokenizer's vocabulary. For the role being trained
 (`mask_role`, default assistant) the mask is 1 on the content and on its <|end|> (so the model
 learns to stop), 0 on the tag; every other token (system/user text, tags) is 0.
 """
+
 import argparse
 import os
 import sys
@@ -20,8 +22,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from configurator import ConfigError, run_cli
 import utils
+from configurator import ConfigError, run_cli
 from utils import DataError, load_meta, token_dtype
 
 ROLES = ('system', 'user', 'assistant')
@@ -49,8 +51,9 @@ def render(messages, encode, special, mask_role='assistant'):
 
 def prompt_ids(user_text, encode, special, system=None):
     """The prompt that asks for an assistant turn: [<|system|> s <|end|>] <|user|> u <|end|> <|assistant|>."""
-    msgs = ([{'role': 'system', 'content': system}] if system else []) + \
-        [{'role': 'user', 'content': user_text}]
+    msgs = ([{'role': 'system', 'content': system}] if system else []) + [
+        {'role': 'user', 'content': user_text}
+    ]
     ids, _ = render(msgs, encode, special)
     return ids + [special['<|assistant|>']]
 
@@ -59,9 +62,15 @@ def check_messages(messages, where):
     if not isinstance(messages, list) or not messages:
         raise DataError(f"{where}: 'messages' must be a non-empty list")
     for m in messages:
-        if not isinstance(m, dict) or m.get('role') not in ROLES or not isinstance(m.get('content'), str):
-            raise DataError(f"{where}: each message needs a role in {ROLES} and a string 'content', "
-                            f"got {str(m)[:80]}")
+        if (
+            not isinstance(m, dict)
+            or m.get('role') not in ROLES
+            or not isinstance(m.get('content'), str)
+        ):
+            raise DataError(
+                f"{where}: each message needs a role in {ROLES} and a string 'content', "
+                f"got {str(m)[:80]}"
+            )
 
 
 # --- shards on disk: <split>/shard_NNN.bin (tokens) + <split>/shard_NNN_mask.bin (uint8) -------
@@ -69,26 +78,35 @@ def shard_paths(data_dir, split):
     d = os.path.join(data_dir, split)
     if not os.path.isdir(d):
         raise DataError(f"{d} not found: run data/chat/prepare.py --out_dir={data_dir}")
-    toks = sorted(f for f in os.listdir(d) if f.startswith('shard_') and f.endswith('.bin')
-                  and not f.endswith('_mask.bin'))
+    toks = sorted(
+        f
+        for f in os.listdir(d)
+        if f.startswith('shard_') and f.endswith('.bin') and not f.endswith('_mask.bin')
+    )
     if not toks:
         raise DataError(f"{d} holds no shard_*.bin: run data/chat/prepare.py --out_dir={data_dir}")
     masks = {f for f in os.listdir(d) if f.endswith('_mask.bin')}
     for f in masks:  # a mask whose token shard is gone is as broken as the reverse
         if f.replace('_mask.bin', '.bin') not in toks:
-            raise DataError(f"{os.path.join(d, f)} has no token shard "
-                            f"{f.replace('_mask.bin', '.bin')}: re-run data/chat/prepare.py")
+            raise DataError(
+                f"{os.path.join(d, f)} has no token shard "
+                f"{f.replace('_mask.bin', '.bin')}: re-run data/chat/prepare.py"
+            )
     return [(os.path.join(d, f), os.path.join(d, f[:-4] + '_mask.bin')) for f in toks]
 
 
 def check_shard(tok_path, mask_path, tokens, mask):
     """Raise DataError on a broken token/mask pair; returns the mask density."""
     if mask is None:
-        raise DataError(f"{tok_path} has no mask shard {os.path.basename(mask_path)}: re-run "
-                        f"data/chat/prepare.py (a token shard alone cannot be trained with a mask)")
+        raise DataError(
+            f"{tok_path} has no mask shard {os.path.basename(mask_path)}: re-run "
+            f"data/chat/prepare.py (a token shard alone cannot be trained with a mask)"
+        )
     if len(tokens) != len(mask):
-        raise DataError(f"{mask_path} has {len(mask)} entries but {tok_path} has {len(tokens)} "
-                        f"tokens: the shards are out of step; re-run data/chat/prepare.py")
+        raise DataError(
+            f"{mask_path} has {len(mask)} entries but {tok_path} has {len(tokens)} "
+            f"tokens: the shards are out of step; re-run data/chat/prepare.py"
+        )
     if len(mask) and int(mask.max()) > 1:
         raise DataError(f"{mask_path} holds values other than 0/1: re-run data/chat/prepare.py")
     return float(mask.mean()) if len(mask) else 0.0
@@ -102,8 +120,10 @@ def check_split(data_dir, split, dtype, vocab_size):
         mask = np.memmap(mask_path, dtype=np.uint8, mode='r') if os.path.exists(mask_path) else None
         check_shard(tok_path, mask_path, tokens, mask)
         if len(tokens) and int(tokens.max()) >= vocab_size:
-            raise DataError(f"{tok_path} holds token id {int(tokens.max())} >= vocab_size "
-                            f"{vocab_size} of meta.pkl: re-run data/chat/prepare.py")
+            raise DataError(
+                f"{tok_path} holds token id {int(tokens.max())} >= vocab_size "
+                f"{vocab_size} of meta.pkl: re-run data/chat/prepare.py"
+            )
         n_sup, n_tok = n_sup + int(mask.sum(dtype=np.int64)), n_tok + len(mask)
         out.append((tokens, mask, (tok_path, mask_path)))
     check_density(n_sup, n_tok, os.path.join(data_dir, split))
@@ -112,12 +132,16 @@ def check_split(data_dir, split, dtype, vocab_size):
 
 def check_density(n_sup, n_tok, where):
     if n_sup == 0:
-        raise DataError(f"{where}: no supervised token at all (every mask is 0): is --mask_role a "
-                        f"role present in the data? re-run data/chat/prepare.py")
+        raise DataError(
+            f"{where}: no supervised token at all (every mask is 0): is --mask_role a "
+            f"role present in the data? re-run data/chat/prepare.py"
+        )
     density = n_sup / max(n_tok, 1)
     if not DENSITY_RANGE[0] <= density <= DENSITY_RANGE[1]:
-        warnings.warn(f"{where}: implausible mask density {density:.3f} (expected within "
-                      f"{DENSITY_RANGE}): check --mask_role and the template")
+        warnings.warn(
+            f"{where}: implausible mask density {density:.3f} (expected within "
+            f"{DENSITY_RANGE}): check --mask_role and the template"
+        )
     return density
 
 
@@ -134,8 +158,13 @@ def sft_metrics(source, model, device):
     for _ in range(c['eval_iters']):
         rows, mask = source.windows('val', c['batch_size'], gen)
         logits, _ = model(rows[:, :-1].to(device))
-        ce = F.cross_entropy(logits.float().flatten(0, 1), rows[:, 1:].flatten().to(device),
-                             reduction='none').double().cpu()
+        ce = (
+            F.cross_entropy(
+                logits.float().flatten(0, 1), rows[:, 1:].flatten().to(device), reduction='none'
+            )
+            .double()
+            .cpu()
+        )
         m = mask[:, 1:].flatten().double()
         sums += torch.stack([(ce * m).sum(), ce.sum()])
         counts += torch.stack([m.sum(), torch.tensor(float(m.numel()), dtype=torch.float64)])
@@ -144,28 +173,49 @@ def sft_metrics(source, model, device):
 
 
 # --- chat sampling (sample.py --mode=chat) ---------------------------------------------------
-def reply(model, meta, user_text, max_new_tokens=300, temperature=0.0, top_k=None, system=None,
-          device='cpu', bpe_dir=''):
+def reply(
+    model,
+    meta,
+    user_text,
+    max_new_tokens=300,
+    temperature=0.0,
+    top_k=None,
+    system=None,
+    device='cpu',
+    bpe_dir='',
+):
     """Generate the assistant's answer to one user message; stops at <|end|>."""
     encode, decode, special = text_codec(meta, bpe_dir)
     x = torch.tensor(prompt_ids(user_text, encode, special, system), device=device)[None]
     end = special['<|end|>']
     y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, stop_token=end)
-    new = y[0, x.size(1):].tolist()
-    return decode(new[:new.index(end)] if end in new else new)
+    new = y[0, x.size(1) :].tolist()
+    return decode(new[: new.index(end)] if end in new else new)
 
 
 def sample_chat(cfg, model, ckpt, text):
     """sample.py --mode=chat: `text` is the user message."""
     meta = ckpt['meta'] or {}
     if 'special' not in meta:
-        raise ConfigError(f"--mode=chat needs a checkpoint trained on chat data (data/chat/prepare.py); "
-                          f"{ckpt['path']} was trained on objective '{ckpt.get('objective')}'")
+        raise ConfigError(
+            f"--mode=chat needs a checkpoint trained on chat data (data/chat/prepare.py); "
+            f"{ckpt['path']} was trained on objective '{ckpt.get('objective')}'"
+        )
     outs = []
     for _ in range(cfg['num_samples']):
         try:
-            outs.append(reply(model, meta, text, cfg['max_new_tokens'], cfg['temperature'],
-                              cfg['top_k'], device=cfg['device'], bpe_dir=cfg['bpe_dir']))
+            outs.append(
+                reply(
+                    model,
+                    meta,
+                    text,
+                    cfg['max_new_tokens'],
+                    cfg['temperature'],
+                    cfg['top_k'],
+                    device=cfg['device'],
+                    bpe_dir=cfg['bpe_dir'],
+                )
+            )
         except DataError as e:  # characters outside a char vocabulary
             raise ConfigError(f"--start={cfg['start']!r}: {e}") from None
         print(f"user: {text}\nassistant: {outs[-1]}\n---------------")
@@ -177,8 +227,12 @@ def show(data_dir, split='val', n=2, plain=None):
     """Decode the first n exchanges of a split; supervised tokens highlighted."""
     meta = load_meta(data_dir)
     _, decode, special = text_codec(meta)
-    tokens, mask, _ = check_split(data_dir, split, np.dtype(meta.get('dtype', token_dtype(meta['vocab_size']))),
-                               meta['vocab_size'])[0]
+    tokens, mask, _ = check_split(
+        data_dir,
+        split,
+        np.dtype(meta.get('dtype', token_dtype(meta['vocab_size']))),
+        meta['vocab_size'],
+    )[0]
     plain = (not sys.stdout.isatty()) if plain is None else plain
     on, off = ('[[', ']]') if plain else ('\033[42;30m', '\033[0m')
     t = np.asarray(tokens)
@@ -200,8 +254,10 @@ def show(data_dir, split='val', n=2, plain=None):
             parts.append(on + text + off if mask[i] else text)
             i = j
         out.append(''.join(parts))
-    print(f"{data_dir}/{split}: {len(tokens):,} tokens, mask density {float(np.mean(mask)):.3f}; "
-          f"supervised tokens shown as {on}...{off}")
+    print(
+        f"{data_dir}/{split}: {len(tokens):,} tokens, mask density {float(np.mean(mask)):.3f}; "
+        f"supervised tokens shown as {on}...{off}"
+    )
     for k, s in enumerate(out):
         print(f"--- exchange {k} ---\n{s}")
     return out

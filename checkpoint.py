@@ -6,6 +6,7 @@ frozen denoisers, bench/). A checkpoint is a dict:
     optimizer and torch_rng (to resume).
 nanoGPT's own checkpoints (no meta, no objective) load too.
 """
+
 import os
 import pickle
 import zipfile
@@ -23,14 +24,22 @@ def resolve(path):
 
 def save(path, model, optimizer, cfg, meta, iter_num, best_val_loss):
     """Atomically (temp file + rename), readable by collaborators (mode 0644)."""
-    ckpt = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-            'model_args': vars(model.config).copy(), 'config': cfg, 'iter_num': iter_num,
-            'best_val_loss': best_val_loss, 'meta': meta, 'objective': cfg['objective'],
-            'torch_rng': torch.get_rng_state()}
+    ckpt = {
+        'model': model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'model_args': vars(model.config).copy(),
+        'config': cfg,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'meta': meta,
+        'objective': cfg['objective'],
+        'torch_rng': torch.get_rng_state(),
+    }
 
     def write(tmp):
         torch.save(ckpt, tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+
     atomic_write(path, write)
 
 
@@ -43,8 +52,10 @@ def load(path, flag='--ckpt'):
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise DataError(f"{flag}={path}: not a readable checkpoint ({type(e).__name__}); it may "
-                        f"be truncated: use an earlier one or retrain") from None
+        raise DataError(
+            f"{flag}={path}: not a readable checkpoint ({type(e).__name__}); it may "
+            f"be truncated: use an earlier one or retrain"
+        ) from None
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
         raise DataError(f"{flag}={path}: not a nanomask/nanoGPT checkpoint (no model/model_args)")
     ckpt['path'] = path
@@ -58,15 +69,18 @@ def build(ckpt, **overrides):
     args = {**ckpt['model_args'], **overrides}
     unknown = set(args) - set(GPTConfig.__dataclass_fields__)
     if unknown:
-        raise DataError(f"{ckpt['path']}: unknown model settings {sorted(unknown)}: written by a "
-                        f"newer nanomask?")
+        raise DataError(
+            f"{ckpt['path']}: unknown model settings {sorted(unknown)}: written by a "
+            f"newer nanomask?"
+        )
     model = GPT(GPTConfig(**args))
     state = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise DataError(f"{ckpt['path']}: weights do not match its model_args "
-                        f"({str(e).splitlines()[0]})") from None
+        raise DataError(
+            f"{ckpt['path']}: weights do not match its model_args ({str(e).splitlines()[0]})"
+        ) from None
     return model
 
 

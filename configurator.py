@@ -8,6 +8,7 @@ overrides follow in order. Every key must already exist in the script's defaults
 value must have the default's type (an int is accepted for a float; None defaults accept
 anything). Mistakes are errors that name the argument and the closest valid keys.
 """
+
 import ast
 import difflib
 import os
@@ -45,8 +46,10 @@ def _check(key, value, defaults, where):
             return value
     elif isinstance(value, type(default)):
         return value
-    raise ConfigError(f"{where}: '{key}' must be of type {type(default).__name__} "
-                      f"(default {default!r}), got {value!r} ({type(value).__name__})")
+    raise ConfigError(
+        f"{where}: '{key}' must be of type {type(default).__name__} "
+        f"(default {default!r}), got {value!r} ({type(value).__name__})"
+    )
 
 
 def load_config(defaults, argv):
@@ -56,8 +59,10 @@ def load_config(defaults, argv):
     for arg in argv:
         if not arg.startswith('--'):
             if not os.path.isfile(arg):
-                raise ConfigError(f"config file '{arg}' not found (expected a path like "
-                                  f"config/train_shakespeare_char.py, or a --key=value flag)")
+                raise ConfigError(
+                    f"config file '{arg}' not found (expected a path like "
+                    f"config/train_shakespeare_char.py, or a --key=value flag)"
+                )
             namespace = {}
             with open(arg) as f:
                 exec(compile(f.read(), arg, 'exec'), {}, namespace)

@@ -9,6 +9,7 @@ the token itself or WRONG. The sampler starts from a canvas of [MASK] (a prompt 
 commits a scheduled number of tokens per denoiser pass until none is masked; committed tokens
 may go back to [MASK] (random or learned remasking). Categorical draws are Gumbel-max in float64.
 """
+
 import math
 
 import torch
@@ -19,9 +20,15 @@ from configurator import ConfigError
 from utils import to_device
 
 SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
-    steps=64, length=0,  # length 0 = the model's block_size
-    order='confidence', score_temperature=0.0, block_len=0,
-    remask='none', remask_ratio=0.25, remask_threshold=0.5, remasker_ckpt='',
+    steps=64,
+    length=0,  # length 0 = the model's block_size
+    order='confidence',
+    score_temperature=0.0,
+    block_len=0,
+    remask='none',
+    remask_ratio=0.25,
+    remask_threshold=0.5,
+    remasker_ckpt='',
 )
 ORDERS = ('random', 'confidence', 'margin')
 REMASKS = ('none', 'random', 'learned', 'self')
@@ -96,8 +103,10 @@ def step_plan(steps, n_blocks):
     """[(block, local step j, steps of that block)] for every global step: steps are shared out
     evenly over the semi-autoregressive blocks (earlier blocks get the remainder)."""
     if steps < n_blocks:
-        raise ValueError(f"steps={steps} < {n_blocks} blocks: every block needs a step; raise "
-                         f"--steps or --block_len")
+        raise ValueError(
+            f"steps={steps} < {n_blocks} blocks: every block needs a step; raise "
+            f"--steps or --block_len"
+        )
     plan = []
     for b in range(n_blocks):
         sb = steps // n_blocks + (b < steps % n_blocks)
@@ -106,21 +115,35 @@ def step_plan(steps, n_blocks):
 
 
 @torch.no_grad()
-def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidence',
-                     temperature=1.0, score_temperature=0.0, block_len=0, remask='none',
-                     remask_ratio=0.25, remasker=None, wrong_id=None, remask_threshold=0.5,
-                     attention_mask=None, gen=None):
+def diffusion_sample(
+    model,
+    canvas,
+    steps,
+    mask_id,
+    base_vocab,
+    order='confidence',
+    temperature=1.0,
+    score_temperature=0.0,
+    block_len=0,
+    remask='none',
+    remask_ratio=0.25,
+    remasker=None,
+    wrong_id=None,
+    remask_threshold=0.5,
+    attention_mask=None,
+    gen=None,
+):
     """Fill every [MASK] of canvas (B, L) in `steps` denoiser passes.
 
     Step s (block b, local step j of S_b): one denoiser pass samples x0 at every masked position;
     the masked positions of blocks <= b with the highest order keys are committed so that block b
     keeps N_b - floor(N_b (j+1) / S_b) masked (earlier blocks none). Then, except after the last
-    step, up to remask_ratio * (tokens the schedule adds this step; fractions carried) committed non-prompt positions go back
-    to [MASK]: `random` uniformly, `learned` those the remasker scores most likely WRONG (above
-    remask_threshold) on the draft = canvas with the remaining masks filled by x0 (a fully filled
-    sequence, like its training inputs), `self` (a `hybrid` model) those that this step's own
-    denoiser pass scores most likely WRONG (above remask_threshold) among the positions committed
-    in its input: no extra pass (self_remask_scores).
+    step, up to remask_ratio * (tokens the schedule adds this step; fractions carried) committed
+    non-prompt positions go back to [MASK]: `random` uniformly; `learned` those the remasker
+    scores most likely WRONG (above remask_threshold) on the draft = canvas with the remaining
+    masks filled by x0 (a fully filled sequence, like its training inputs); `self` (a `hybrid`
+    model) those that this step's own denoiser pass scores most likely WRONG (above
+    remask_threshold) among the positions committed in its input: no extra pass.
     Returns (canvas, info): info['nfe'] = forward passes per
     sample of every model, info['committed'] / info['remasked'] = per-step (B,) counts,
     info['commit_step'] (B, L) = the step at which each position was last committed (-1: prompt)."""
@@ -155,7 +178,9 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
             top2 = p.topk(2, dim=-1).values
             score = top2[..., 0] if order == 'confidence' else top2[..., 0] - top2[..., 1]
             if score_temperature > 0:  # sample the order instead of taking the top keys
-                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel((B, L), gen).to(x.device)
+                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel((B, L), gen).to(
+                    x.device
+                )
         n_b = (free & (block_id == b)).sum(1)
         target = n_b - (n_b * (j + 1)) // sb  # masked left in block b after this step
         k = (masked & eligible).sum(1) - target
@@ -170,16 +195,22 @@ def diffusion_sample(model, canvas, steps, mask_id, base_vocab, order='confidenc
         # budget: remask_ratio of the tokens the schedule has added so far, spread without
         # rounding loss (ratio 0.25 at one token per step = one remask every 4th step)
         done, before = (n_b * (j + 1)) // sb, (n_b * j) // sb
-        r = (remask_ratio * done.double()).floor().long() - (remask_ratio * before.double()).floor().long()
+        r = (remask_ratio * done.double()).floor().long() - (
+            remask_ratio * before.double()
+        ).floor().long()
         if remask == 'random':
             key = torch.rand((B, L), dtype=torch.float64, generator=gen).to(x.device)
         elif remask == 'self':  # this step's pass, scored on what was committed in its input
             key = self_remask_scores(full, ~masked, wrong_id, remask_threshold)
         else:
             draft = torch.where(x == mask_id, x0, x)
-            p_wrong = F.softmax(remasker(draft, attention_mask=attention_mask)[0].double(), -1)[..., wrong_id]
+            p_wrong = F.softmax(remasker(draft, attention_mask=attention_mask)[0].double(), -1)[
+                ..., wrong_id
+            ]
             nfe += 1
-            key = torch.where(p_wrong > remask_threshold, p_wrong, torch.full_like(p_wrong, -math.inf))
+            key = torch.where(
+                p_wrong > remask_threshold, p_wrong, torch.full_like(p_wrong, -math.inf)
+            )
         back = _topk_mask(torch.where(cand, key, torch.full_like(key, -math.inf)), r)
         x = torch.where(back, torch.full_like(x, mask_id), x)
         remasked.append(back.sum(1))
@@ -202,16 +233,27 @@ def path_accuracy(model, rows, meta, order='confidence', steps=0, device='cpu', 
     preds, when = [], []
     for chunk in rows.split(batch_size):
         canvas = chunk.clone()
-        canvas[:, a:a + L] = mask_id
+        canvas[:, a : a + L] = mask_id
         attn = (chunk != pad).to(device) if pad is not None else None
-        x, info = diffusion_sample(model, canvas.to(device), steps or L, mask_id, base, order=order,
-                                   temperature=0, attention_mask=attn, gen=gen)
-        preds.append(x[:, a:a + L].cpu())
-        when.append(info['commit_step'][:, a:a + L].cpu())
-    correct = torch.cat(preds) == rows[:, a:a + L]
-    return dict(exact_match=correct.all(1).float().mean().item(),
-                per_position=correct.float().mean(0).tolist(),
-                order=torch.cat(when).double().mean(0).tolist())
+        x, info = diffusion_sample(
+            model,
+            canvas.to(device),
+            steps or L,
+            mask_id,
+            base,
+            order=order,
+            temperature=0,
+            attention_mask=attn,
+            gen=gen,
+        )
+        preds.append(x[:, a : a + L].cpu())
+        when.append(info['commit_step'][:, a : a + L].cpu())
+    correct = torch.cat(preds) == rows[:, a : a + L]
+    return dict(
+        exact_match=correct.all(1).float().mean().item(),
+        per_position=correct.float().mean(0).tolist(),
+        order=torch.cat(when).double().mean(0).tolist(),
+    )
 
 
 @torch.no_grad()
@@ -236,13 +278,19 @@ def single_position_accuracy(model, rows, meta, device='cpu'):
 def load_remasker(path, meta, device='cpu'):
     """A remasking checkpoint whose vocabulary (mask / wrong ids) matches the denoiser's meta."""
     remasker, ck = load_model(path, device, flag='--remasker_ckpt')
-    if ck.get('objective') != 'remasking' or (ck['meta'] or {}).get('wrong_token_id') != meta['wrong_token_id']:
-        raise ConfigError(f"--remasker_ckpt={path} is not a remasking checkpoint with wrong id "
-                          f"{meta['wrong_token_id']} (objective {ck.get('objective')!r})")
+    if (
+        ck.get('objective') != 'remasking'
+        or (ck['meta'] or {}).get('wrong_token_id') != meta['wrong_token_id']
+    ):
+        raise ConfigError(
+            f"--remasker_ckpt={path} is not a remasking checkpoint with wrong id "
+            f"{meta['wrong_token_id']} (objective {ck.get('objective')!r})"
+        )
     return remasker
 
 
 # ---- hybrid objective: one model that drafts and flags its own wrong tokens (batches.Hybrid) ----
+
 
 def hybrid_corrupt(tok, maskable, chosen, to_wrong, proposals, mask_id, wrong_id):
     """The hybrid corruption of clean tokens tok (B, T). chosen (B, T) bool (within maskable):
@@ -266,8 +314,10 @@ def self_remask_scores(logits, visible, wrong_id, threshold):
     Positions committed in this very step held [MASK] in the input, so they have no score (a
     hybrid model is never asked whether a [MASK] is wrong) and are not sent back in this step."""
     if logits.size(-1) <= wrong_id:
-        raise ValueError(f"remask='self' needs a model with a WRONG output (id {wrong_id}); this "
-                         f"one has {logits.size(-1)} outputs: use a hybrid checkpoint")
+        raise ValueError(
+            f"remask='self' needs a model with a WRONG output (id {wrong_id}); this "
+            f"one has {logits.size(-1)} outputs: use a hybrid checkpoint"
+        )
     p_wrong = F.softmax(logits.double(), -1)[..., wrong_id]
     keep = visible & (p_wrong > threshold)
     return torch.where(keep, p_wrong, torch.full_like(p_wrong, -math.inf))
@@ -277,9 +327,11 @@ def check_self_remask(ckpt, path):
     """sample.py --remask=self: only a checkpoint trained with objective 'hybrid' has learned
     P(WRONG) at committed positions (an unmasking model's WRONG output is untrained)."""
     if ckpt.get('objective') != 'hybrid':
-        raise ConfigError(f"--remask=self needs a checkpoint trained with --objective=hybrid; "
-                          f"{path} has objective {ckpt.get('objective')!r} (use --remask=learned "
-                          f"with a remasker, or none/random)")
+        raise ConfigError(
+            f"--remask=self needs a checkpoint trained with --objective=hybrid; "
+            f"{path} has objective {ckpt.get('objective')!r} (use --remask=learned "
+            f"with a remasker, or none/random)"
+        )
 
 
 # ------------------------------------------------------------------ metrics (evaluation time)
@@ -293,13 +345,13 @@ def denoiser_metrics(source, model, device):
     for _ in range(c['eval_iters']):
         b = to_device(source.get_batch('val', c['batch_size'], gen), device)
         logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
-        ce = F.cross_entropy(logits.float().transpose(1, 2), b['y'], ignore_index=-1,
-                             reduction='none')  # (B, T), 0 where y == -1
+        ce = F.cross_entropy(
+            logits.float().transpose(1, 2), b['y'], ignore_index=-1, reduction='none'
+        )  # (B, T), 0 where y == -1
         ce_sum, n_masked = ce_sum + float(ce.sum()), n_masked + float((b['y'] != -1).sum())
         per_row = ce.sum(1) / b['t'] / b['maskable'].sum(1).clamp(min=1)
         bound, rows = bound + float(per_row.sum()), rows + len(per_row)
-    return {'val_masked_ce': ce_sum / max(n_masked, 1),
-            'val_bound_bpt': bound / rows / math.log(2)}
+    return {'val_masked_ce': ce_sum / max(n_masked, 1), 'val_bound_bpt': bound / rows / math.log(2)}
 
 
 @torch.no_grad()
@@ -318,8 +370,11 @@ def remasker_metrics(source, model, device):
         fp, tp = fp + float((pred & clean).sum()), tp + float((pred & b['wrong']).sum())
         n_clean, n_wrong = n_clean + float(clean.sum()), n_wrong + float(b['wrong'].sum())
         n_pred += float((pred & b['maskable']).sum())
-    return {'clean_as_wrong': fp / max(n_clean, 1), 'wrong_recall': tp / max(n_wrong, 1),
-            'wrong_precision': tp / max(n_pred, 1)}
+    return {
+        'clean_as_wrong': fp / max(n_clean, 1),
+        'wrong_recall': tp / max(n_wrong, 1),
+        'wrong_precision': tp / max(n_pred, 1),
+    }
 
 
 @torch.no_grad()
@@ -335,8 +390,9 @@ def hybrid_metrics(source, model, device):
         b = to_device(source.get_batch('val', c['batch_size'], gen), device)
         logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
         y_masked = torch.where(b['masked'], b['y'], -1)  # [MASK] positions only
-        ce = F.cross_entropy(logits.float().transpose(1, 2), y_masked, ignore_index=-1,
-                             reduction='none')
+        ce = F.cross_entropy(
+            logits.float().transpose(1, 2), y_masked, ignore_index=-1, reduction='none'
+        )
         ce_sum, n_masked = ce_sum + float(ce.sum()), n_masked + float(b['masked'].sum())
         visible = b['maskable'] & ~b['masked']
         pred = (logits.argmax(-1) == wrong_id) & visible
@@ -344,5 +400,9 @@ def hybrid_metrics(source, model, device):
         fp, tp = fp + float((pred & clean).sum()), tp + float((pred & b['wrong']).sum())
         n_clean, n_wrong = n_clean + float(clean.sum()), n_wrong + float(b['wrong'].sum())
         n_pred += float(pred.sum())
-    return {'val_masked_ce': ce_sum / max(n_masked, 1), 'clean_as_wrong': fp / max(n_clean, 1),
-            'wrong_recall': tp / max(n_wrong, 1), 'wrong_precision': tp / max(n_pred, 1)}
+    return {
+        'val_masked_ce': ce_sum / max(n_masked, 1),
+        'clean_as_wrong': fp / max(n_clean, 1),
+        'wrong_recall': tp / max(n_wrong, 1),
+        'wrong_precision': tp / max(n_pred, 1),
+    }

@@ -8,6 +8,7 @@ Positions after [SEP] are filler ([SEP] ids): hidden from every query by the key
 supervised. A first line that alone does not fit with its [SEP] is truncated to T-1 tokens.
 The batch source (batches.MaskedLM) calls these functions; they hold no state but MLMStats.
 """
+
 import numpy as np
 import torch
 
@@ -22,8 +23,10 @@ def newline_ids(meta, path):
         return list(meta['newline_ids'])
     if 'stoi' in meta:
         if '\n' not in meta['stoi']:
-            raise DataError(f"{path}: the vocabulary has no '\\n' character, so there are no lines "
-                            f"to pack; use --mlm_packing=window")
+            raise DataError(
+                f"{path}: the vocabulary has no '\\n' character, so there are no lines "
+                f"to pack; use --mlm_packing=window"
+            )
         return [meta['stoi']['\n']]
     if meta.get('tokenizer', 'gpt2') == 'gpt2':
         return list(GPT2_NEWLINES)
@@ -42,12 +45,12 @@ def pack_lines(data, bounds, first, T, sep_id):
 
     x[b, :n_text[b]] are whole lines of data starting at bounds[first[b]], x[b, n_text[b]] is
     [SEP], the rest [SEP] filler. n_text <= T-1 always leaves room for the [SEP]."""
-    s = bounds[first]                                             # (B,) sample starts
+    s = bounds[first]  # (B,) sample starts
     # last line boundary e with e - s <= T-1: lines s..e fit with one slot left for [SEP]
     e = bounds[np.searchsorted(bounds, s + T - 1, side='right') - 1]
-    n_text = e - s                                                # 0: the first line is overlong
+    n_text = e - s  # 0: the first line is overlong
     n_text = np.where(n_text > 0, n_text, np.minimum(T - 1, len(data) - s))
-    idx = np.minimum(s[:, None] + np.arange(T), len(data) - 1)    # (B, T), clipped at the end
+    idx = np.minimum(s[:, None] + np.arange(T), len(data) - 1)  # (B, T), clipped at the end
     rows = torch.from_numpy(data[idx].astype(np.int64))
     n_text = torch.from_numpy(n_text)
     x = torch.where(torch.arange(T) < n_text[:, None], rows, sep_id)
@@ -88,7 +91,7 @@ class MLMStats:
     reductions), turned into figures only at log time. Counts are cumulative since start."""
 
     def __init__(self, cap=200_000):
-        self.kind = torch.zeros(4, dtype=torch.long)   # tokens per kind 0..3
+        self.kind = torch.zeros(4, dtype=torch.long)  # tokens per kind 0..3
         self.tokens = self.samples = self.len_sum = 0
         self.len_min, self.len_max = float('inf'), 0
         self.ratios, self.last, self.cap = [], None, cap
@@ -104,7 +107,7 @@ class MLMStats:
         self.last = (kind > 0).sum(1) / n_text.clamp(min=1)
         self.ratios.append(self.last)
         if len(self.ratios) > 64:  # keep the buffer one tensor, bounded by cap samples
-            self.ratios = [torch.cat(self.ratios)[-self.cap:]]
+            self.ratios = [torch.cat(self.ratios)[-self.cap :]]
 
     def summary(self):
         if self.last is None:
@@ -112,12 +115,21 @@ class MLMStats:
         sel = self.kind[1:].sum().clamp(min=1).item()
         q = torch.tensor([0.1, 0.5, 0.9])
         snap, cum = self.last.quantile(q).tolist(), torch.cat(self.ratios).quantile(q).tolist()
-        return {'mask%': 100 * self.kind[1].item() / sel, 'rand%': 100 * self.kind[2].item() / sel,
-                'keep%': 100 * self.kind[3].item() / sel,
-                'len_mean': self.len_sum / self.samples, 'len_min': self.len_min,
-                'len_max': self.len_max, 'sup_per_tok': sel / self.tokens,
-                'ratio_p10': snap[0], 'ratio_p50': snap[1], 'ratio_p90': snap[2],
-                'ratio_cum_p10': cum[0], 'ratio_cum_p50': cum[1], 'ratio_cum_p90': cum[2]}
+        return {
+            'mask%': 100 * self.kind[1].item() / sel,
+            'rand%': 100 * self.kind[2].item() / sel,
+            'keep%': 100 * self.kind[3].item() / sel,
+            'len_mean': self.len_sum / self.samples,
+            'len_min': self.len_min,
+            'len_max': self.len_max,
+            'sup_per_tok': sel / self.tokens,
+            'ratio_p10': snap[0],
+            'ratio_p50': snap[1],
+            'ratio_p90': snap[2],
+            'ratio_cum_p10': cum[0],
+            'ratio_cum_p50': cum[1],
+            'ratio_cum_p90': cum[2],
+        }
 
 
 @torch.no_grad()
@@ -133,8 +145,12 @@ def evaluate(source, model, device):
     sums = {'val_mlm': 0.0, 'val_mlm_nomask': 0.0}
     weight = 0.0
     for _ in range(cfg['eval_iters']):
-        b = to_device(source.make_batch('val', cfg['batch_size'], gen, 'fixed',
-                                        cfg['mlm_eval_ratio'], 1.0, 0.0), device)
+        b = to_device(
+            source.make_batch(
+                'val', cfg['batch_size'], gen, 'fixed', cfg['mlm_eval_ratio'], 1.0, 0.0
+            ),
+            device,
+        )
         s, w, _ = model.loss_terms(b['x'], b['y'], attention_mask=b.get('attention_mask'))
         sums['val_mlm'] += s.sum().item()
         weight += w.sum().item()

@@ -9,6 +9,7 @@ What the model is trained to predict is decided by the batch, never by the model
 With `n_future = k > 1`, extra heads predict t+2 ... t+k; their targets and masks are the
 head-1 ones shifted left (see `future_targets`), so no head is supervised beyond its row.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -31,22 +32,30 @@ class GPTConfig:
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
-    bias: bool = True      # bias in Linears and LayerNorms, like GPT-2
-    causal: bool = True    # False = bidirectional (MLM, diffusion)
-    n_future: int = 1      # number of output heads: head i predicts token t+i
+    bias: bool = True  # bias in Linears and LayerNorms, like GPT-2
+    causal: bool = True  # False = bidirectional (MLM, diffusion)
+    n_future: int = 1  # number of output heads: head i predicts token t+i
     tie_embeddings: bool = True  # lm_head shares the token embedding (GPT-2); False = own matrix
     # initialisation (training-time only, but saved so a run can be repeated):
-    emb_init_std: float = 0.02   # std of token/position embeddings; 1.0 = PyTorch's nn.Embedding
-    linear_init: str = 'gpt2'    # 'gpt2': N(0, 0.02), residual projections / sqrt(2 n_layer);
-                                 # 'pytorch': nn.Linear's own Kaiming-uniform (+ uniform bias)
+    emb_init_std: float = 0.02  # std of token/position embeddings; 1.0 = PyTorch's nn.Embedding
+    linear_init: str = 'gpt2'  # 'gpt2': N(0, 0.02), residual projections / sqrt(2 n_layer);
+    # 'pytorch': nn.Linear's own Kaiming-uniform (+ uniform bias)
     # training-time settings (a later phase may change them):
     future_head_weights: tuple = None  # weights of the n_future heads' losses; None = uniform
-    attn_impl: str = 'auto'            # kernel for key-masked batches, see select_attention
+    attn_impl: str = 'auto'  # kernel for key-masked batches, see select_attention
 
 
 # Keys that define the weights' shapes / meaning; everything else is a training parameter.
-ARCH_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'n_future',
-             'tie_embeddings')
+ARCH_KEYS = (
+    'n_layer',
+    'n_head',
+    'n_embd',
+    'block_size',
+    'bias',
+    'vocab_size',
+    'n_future',
+    'tie_embeddings',
+)
 # Keys that only decide the initial weights (taken from the config for a new model) and
 # training-time keys (taken from the config also when training on from a checkpoint).
 INIT_KEYS = ('emb_init_std', 'linear_init')
@@ -84,7 +93,6 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
@@ -134,8 +142,12 @@ def select_attention(attn_impl, device_type, has_mask, dropout_active):
     dropout); 'sdpa' never uses flex; 'flex' forces it (tests use it to check the masks)."""
     if not has_mask:
         return 'sdpa'
-    if attn_impl == 'flex' or (attn_impl == 'auto' and device_type == 'cuda' and not dropout_active
-                               and flex_attention is not None):
+    if attn_impl == 'flex' or (
+        attn_impl == 'auto'
+        and device_type == 'cuda'
+        and not dropout_active
+        and flex_attention is not None
+    ):
         return 'flex'
     return 'sdpa_mask'
 
@@ -147,6 +159,7 @@ def build_block_mask(attention_mask, causal):
     def mask_mod(b, h, q_idx, kv_idx):
         keep = attention_mask[b, kv_idx] | (q_idx == kv_idx)
         return keep & (kv_idx <= q_idx) if causal else keep
+
     return create_block_mask(mask_mod, B, None, T, T, device=attention_mask.device)
 
 
@@ -168,8 +181,8 @@ def future_targets(targets, weights, n_future):
     tgt = targets.new_full((n_future, B, T), -1)
     w = weights.new_zeros((n_future, B, T))
     for i in range(n_future):
-        tgt[i, :, :T - i] = targets[:, i:]
-        w[i, :, :T - i] = weights[:, i:]
+        tgt[i, :, : T - i] = targets[:, i:]
+        w[i, :, : T - i] = weights[:, i:]
     return tgt, w
 
 
@@ -192,18 +205,19 @@ def _token_weights(targets, loss_mask, attention_mask, n_future):
 
 
 class GPT(nn.Module):
-
     def __init__(self, config):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
         # extra heads (multi-token prediction): one block each on the shared trunk,
         # sharing ln_f and the (tied) unembedding, as in Gloeckle et al. 2024
         self.future_heads = nn.ModuleList([Block(config) for _ in range(config.n_future - 1)])
@@ -243,13 +257,22 @@ class GPT(nn.Module):
     def trunk(self, idx, attention_mask=None):
         """idx (B, T) -> final hidden states (B, T, C), before ln_f."""
         B, T = idx.size()
-        assert T <= self.config.block_size, f"sequence length {T} > block_size {self.config.block_size}"
+        assert T <= self.config.block_size, (
+            f"sequence length {T} > block_size {self.config.block_size}"
+        )
         pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        impl = select_attention(self.config.attn_impl, idx.device.type, attention_mask is not None,
-                                self.training and self.config.dropout > 0)
-        attn_mask = (build_block_mask(attention_mask, self.config.causal) if impl == 'flex'
-                     else build_attn_mask(attention_mask, self.config.causal))
+        impl = select_attention(
+            self.config.attn_impl,
+            idx.device.type,
+            attention_mask is not None,
+            self.training and self.config.dropout > 0,
+        )
+        attn_mask = (
+            build_block_mask(attention_mask, self.config.causal)
+            if impl == 'flex'
+            else build_attn_mask(attention_mask, self.config.causal)
+        )
         for block in self.transformer.h:
             x = block(x, attn_mask)
         return x, attn_mask
@@ -267,12 +290,20 @@ class GPT(nn.Module):
         h, attn_mask = self.trunk(idx, attention_mask)
         logits = self.head_logits(h, attn_mask)  # (k, B, T, V)
         tgt, w = _token_weights(targets, loss_mask, attention_mask, logits.size(0))
-        ce = F.cross_entropy(logits.float().flatten(0, 2), tgt.flatten(), ignore_index=-1,
-                             reduction='none').view_as(w)
+        ce = F.cross_entropy(
+            logits.float().flatten(0, 2), tgt.flatten(), ignore_index=-1, reduction='none'
+        ).view_as(w)
         return (ce * w).sum(dim=(1, 2)), w.sum(dim=(1, 2)), logits[0]
 
-    def forward(self, idx, targets=None, attention_mask=None, loss_mask=None,
-                loss_norm=None, last_only=False):
+    def forward(
+        self,
+        idx,
+        targets=None,
+        attention_mask=None,
+        loss_mask=None,
+        loss_norm=None,
+        last_only=False,
+    ):
         """Returns (logits (B, T, V) of head 1, loss or None).
 
         loss = sum over heads of head_weight_i * (weighted CE sum of head i) / loss_norm_i.
@@ -313,9 +344,10 @@ class GPT(nn.Module):
 
         def grown(old):
             new = old.new_empty(vocab_size, old.size(1))
-            new[:old.size(0)] = old
-            new[old.size(0):] = old.mean(0) + 0.02 * torch.randn_like(new[old.size(0):])
+            new[: old.size(0)] = old
+            new[old.size(0) :] = old.mean(0) + 0.02 * torch.randn_like(new[old.size(0) :])
             return nn.Parameter(new)
+
         self.lm_head.weight = grown(self.lm_head.weight.data)
         if self.config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight
@@ -329,8 +361,10 @@ class GPT(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        groups = [{'params': decay, 'weight_decay': weight_decay},
-                  {'params': no_decay, 'weight_decay': 0.0}]
+        groups = [
+            {'params': decay, 'weight_decay': weight_decay},
+            {'params': no_decay, 'weight_decay': 0.0},
+        ]
         extra = dict(fused=True) if device_type == 'cuda' else dict()
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
@@ -346,7 +380,9 @@ class GPT(nn.Module):
         """Autoregressive sampling with head 1 (causal models only)."""
         assert self.config.causal, "generate() needs a causal model; use sample.py --mode=diffusion"
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            idx_cond = (
+                idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
+            )
             logits, _ = self(idx_cond, last_only=True)
             logits = logits[:, -1, :]
             if temperature == 0:  # greedy

@@ -4,6 +4,7 @@ et al. 2018; Gloeckle et al. 2024). Each forward pass both *verifies* the drafts
 pass (head 1 must agree) and *drafts* the next k-1 tokens with heads 2..k, so the output equals
 plain greedy decoding with head 1 while using fewer forward passes when drafts are accepted.
 """
+
 import torch
 
 
@@ -21,7 +22,7 @@ def speculative_generate(model, idx, max_new_tokens):
         logits = model.head_logits(h)[:, 0]  # (k, T, V)
         nfe += 1
         n0 = seq.size(1) - off
-        greedy = logits[0, n0 - 1:].argmax(-1).tolist()  # head 1's token for n0, n0+1, ...
+        greedy = logits[0, n0 - 1 :].argmax(-1).tolist()  # head 1's token for n0, n0+1, ...
         n_ok = 0
         while n_ok < len(drafts) and drafts[n_ok] == greedy[n_ok]:
             n_ok += 1
@@ -30,7 +31,11 @@ def speculative_generate(model, idx, max_new_tokens):
         pos = n0 - 1 + n_ok  # head i at pos predicts pos + i; head 1 gave greedy[n_ok]
         drafts = [int(logits[i, pos].argmax()) for i in range(1, k)]
         seq = torch.cat([seq, seq.new_tensor(new)[None]], 1)
-    stats = {'nfe': nfe, 'proposed': proposed, 'accepted': accepted,
-             'acceptance_rate': accepted / max(proposed, 1),
-             'tokens_per_forward': max_new_tokens / max(nfe, 1)}
-    return seq[:, :T0 + max_new_tokens], stats
+    stats = {
+        'nfe': nfe,
+        'proposed': proposed,
+        'accepted': accepted,
+        'acceptance_rate': accepted / max(proposed, 1),
+        'tokens_per_forward': max_new_tokens / max(nfe, 1),
+    }
+    return seq[:, : T0 + max_new_tokens], stats

@@ -14,6 +14,7 @@ code: node i = i, '|' = N, '=' = N+1, '/' = N+2, '$' = N+3, then PAUSE, PAD):
 In-weights rows (one fixed graph per dataset, node ids permuted), padded with PAD:
     [EDGE] u v   (or [EDGE] u > v / [EDGE] v < u)      [PATH] leaf [PAUSE]*k root ... leaf
 """
+
 import argparse
 import os
 import sys
@@ -30,8 +31,12 @@ from utils import DataError, TokenFile, token_dtype, write_dataset_dir
 
 def _progress(done, total, t0, what):
     rate = done / max(time.time() - t0, 1e-9)
-    print(f"\r{what}: {done:,}/{total:,} ({rate:,.0f}/s)", end='' if done < total else '\n',
-          file=sys.stderr, flush=True)
+    print(
+        f"\r{what}: {done:,}/{total:,} ({rate:,.0f}/s)",
+        end='' if done < total else '\n',
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------ in-context
@@ -44,8 +49,9 @@ def incontext_graphs(rng, n, d, l, N):
     return labels[:, 0], labels[:, 1:].reshape(n, d, l - 1), goal
 
 
-def incontext_rows(rng, s, arms, goal, N, pauses=0, reverse=False, grouped=False,
-                   query_first=False):
+def incontext_rows(
+    rng, s, arms, goal, N, pauses=0, reverse=False, grouped=False, query_first=False
+):
     """Token rows (n, 3E+3+k+l) for graphs from incontext_graphs (vectorised)."""
     n, d, a = arms.shape
     E = d * a
@@ -55,7 +61,9 @@ def incontext_rows(rng, s, arms, goal, N, pauses=0, reverse=False, grouped=False
     if not grouped:  # shuffle the E edges of each row independently
         perm = np.argsort(rng.random((n, E), dtype=np.float32), axis=1)
         u, v = np.take_along_axis(u, perm, 1), np.take_along_axis(v, perm, 1)
-    edges = np.stack([u, v, np.full_like(u, bar)], axis=2).reshape(n, 3 * E)[:, :-1]  # drop last '|'
+    edges = np.stack([u, v, np.full_like(u, bar)], axis=2).reshape(n, 3 * E)[
+        :, :-1
+    ]  # drop last '|'
     g = arms[np.arange(n), goal, -1]
     path = np.concatenate([s[:, None], arms[np.arange(n), goal]], axis=1)  # (n, l)
     if reverse:
@@ -77,8 +85,20 @@ def graph_keys(s, arms, goal):
     return k.view(np.dtype((np.void, k.shape[1] * 8))).ravel()
 
 
-def make_incontext(d, l, N, num_train, num_val, pauses=0, reverse=False, grouped=False,
-                   query_first=False, seed=0, chunk=100_000, quiet=False):
+def make_incontext(
+    d,
+    l,
+    N,
+    num_train,
+    num_val,
+    pauses=0,
+    reverse=False,
+    grouped=False,
+    query_first=False,
+    seed=0,
+    chunk=100_000,
+    quiet=False,
+):
     """Returns (train rows, val rows, meta). Val (graph, query)s never occur in train."""
     check_params(d, l, N, pauses)
     if num_train < 1 or num_val < 1:
@@ -97,8 +117,10 @@ def make_incontext(d, l, N, num_train, num_val, pauses=0, reverse=False, grouped
                 s, arms, goal = s[keep], arms[keep], goal[keep]
                 tries += 1
                 if tries > 100 and have + len(s) < want:
-                    raise DataError(f"G(d={d}, l={l}, N={N}) has too few distinct graphs for "
-                                    f"{num_val} val examples unseen in train: raise --N")
+                    raise DataError(
+                        f"G(d={d}, l={l}, N={N}) has too few distinct graphs for "
+                        f"{num_val} val examples unseen in train: raise --N"
+                    )
             if split == 'train':
                 keys.append(graph_keys(s, arms, goal))
             parts.append(incontext_rows(rng, s, arms, goal, N, **fmt))
@@ -111,9 +133,21 @@ def make_incontext(d, l, N, num_train, num_val, pauses=0, reverse=False, grouped
     E = d * (l - 1)
     prefix_len = 3 * E + 3
     special = {'|': N, '=': N + 1, '/': N + 2, '$': N + 3, 'PAUSE': N + 4, 'PAD': N + 5}
-    meta = dict(vocab_size=N + 6, row_len=prefix_len + pauses + l, format='incontext',
-                d=d, l=l, N=N, seed=seed, special_tokens=special, prefix_len=prefix_len,
-                answer_start=prefix_len + pauses, answer_len=l, teacherless_token=N + 3, **fmt)
+    meta = dict(
+        vocab_size=N + 6,
+        row_len=prefix_len + pauses + l,
+        format='incontext',
+        d=d,
+        l=l,
+        N=N,
+        seed=seed,
+        special_tokens=special,
+        prefix_len=prefix_len,
+        answer_start=prefix_len + pauses,
+        answer_len=l,
+        teacherless_token=N + 3,
+        **fmt,
+    )
     return out['train'], out['val'], meta
 
 
@@ -124,19 +158,29 @@ def online_rows(meta, n, gen):
     there are ~1e15 graphs, so 2M draws meet one of 5k val graphs with probability ~1e-5."""
     if meta.get('format') != 'incontext':
         raise DataError("--pathstar_online=True needs an in-context path-star dataset")
-    rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=gen)))
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
     s, arms, goal = incontext_graphs(rng, n, meta['d'], meta['l'], meta['N'])
-    return incontext_rows(rng, s, arms, goal, meta['N'], pauses=meta['pauses'],
-                          reverse=meta['reverse'], grouped=meta['grouped'],
-                          query_first=meta['query_first'])
+    return incontext_rows(
+        rng,
+        s,
+        arms,
+        goal,
+        meta['N'],
+        pauses=meta['pauses'],
+        reverse=meta['reverse'],
+        grouped=meta['grouped'],
+        query_first=meta['query_first'],
+    )
 
 
 def check_params(d, l, N, pauses):
     if d < 1 or l < 2:
         raise DataError(f"--d={d} --l={l}: need d >= 1 arms and l >= 2 nodes on the path")
     if N < d * (l - 1) + 1:
-        raise DataError(f"--N={N} is too small for G(d={d}, l={l}): the {d * (l - 1) + 1} nodes "
-                        f"must be distinct, so use --N >= {d * (l - 1) + 1}")
+        raise DataError(
+            f"--N={N} is too small for G(d={d}, l={l}): the {d * (l - 1) + 1} nodes "
+            f"must be distinct, so use --N >= {d * (l - 1) + 1}"
+        )
     if pauses < 0:
         raise DataError(f"--pauses={pauses} must be >= 0")
     if N + 8 > 65536:
@@ -144,18 +188,19 @@ def check_params(d, l, N, pauses):
 
 
 # ------------------------------------------------------------------------ in-weights
-def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balance=True,
-                   seed=0):
+def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balance=True, seed=0):
     """One fixed graph: train = all edge facts (both directions) + path examples of the train
     leaves (replicated to match the edge count when balance); val = held-out leaves' paths."""
     N = N or d * (l - 1) + 1
     check_params(d, l, N, pauses)
     n_hold = int(round(d * holdout))
     if not 1 <= n_hold <= d - 1:
-        raise DataError(f"--holdout={holdout} with d={d} holds out {n_hold} of {d} leaves: need at "
-                        f"least one train and one held-out leaf (raise --d or change --holdout)")
+        raise DataError(
+            f"--holdout={holdout} with d={d} holds out {n_hold} of {d} leaves: need at "
+            f"least one train and one held-out leaf (raise --d or change --holdout)"
+        )
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(N)[:d * (l - 1) + 1]
+    labels = rng.permutation(N)[: d * (l - 1) + 1]
     root, arms = labels[0], labels[1:].reshape(d, l - 1)
     EDGE, PATH, FWD, BWD, PAUSE, PAD = range(N, N + 6)
     parent = np.concatenate([np.full((d, 1), root), arms[:, :-1]], 1).ravel()
@@ -167,8 +212,16 @@ def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balan
         fwd = np.stack([np.full_like(parent, EDGE), parent, child], 1)
         bwd = np.stack([np.full_like(parent, EDGE), child, parent], 1)
     row_len = 2 + pauses + l
-    paths = np.concatenate([np.full((d, 1), PATH), arms[:, -1:], np.full((d, pauses), PAUSE),
-                            np.full((d, 1), root), arms], 1)  # (d, row_len)
+    paths = np.concatenate(
+        [
+            np.full((d, 1), PATH),
+            arms[:, -1:],
+            np.full((d, pauses), PAUSE),
+            np.full((d, 1), root),
+            arms,
+        ],
+        1,
+    )  # (d, row_len)
     held = rng.permutation(d)[:n_hold]
     is_held = np.isin(np.arange(d), held)
     edges = np.concatenate([fwd, bwd])
@@ -177,13 +230,28 @@ def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balan
     train = train[rng.permutation(len(train))]
     e_len = edges.shape[1]
     special = {'EDGE': EDGE, 'PATH': PATH, '>': FWD, '<': BWD, 'PAUSE': PAUSE, 'PAD': PAD}
-    meta = dict(vocab_size=N + 6, row_len=row_len, format='inweights', d=d, l=l, N=N, seed=seed,
-                pauses=pauses, directions=directions, holdout=holdout, balance=balance,
-                path_repeat=reps, special_tokens=special, root=int(root),
-                heldout_leaves=[int(x) for x in arms[held, -1]], answer_start=2 + pauses,
-                answer_len=l, prefix_len=2,
-                # answer span (start, len) of a row, by its first token (edge rows end in v)
-                answer_by_first_token={EDGE: (e_len - 1, 1), PATH: (2 + pauses, l)})
+    meta = dict(
+        vocab_size=N + 6,
+        row_len=row_len,
+        format='inweights',
+        d=d,
+        l=l,
+        N=N,
+        seed=seed,
+        pauses=pauses,
+        directions=directions,
+        holdout=holdout,
+        balance=balance,
+        path_repeat=reps,
+        special_tokens=special,
+        root=int(root),
+        heldout_leaves=[int(x) for x in arms[held, -1]],
+        answer_start=2 + pauses,
+        answer_len=l,
+        prefix_len=2,
+        # answer span (start, len) of a row, by its first token (edge rows end in v)
+        answer_by_first_token={EDGE: (e_len - 1, 1), PATH: (2 + pauses, l)},
+    )
     return train, paths[is_held], meta
 
 
@@ -217,8 +285,16 @@ def answer_mask(rows, meta):
 
 # ------------------------------------------------------------------------ evaluation
 @torch.no_grad()
-def evaluate_paths(model, rows, meta, mode='greedy', answer_start=None, answer_len=None,
-                   device='cpu', batch_size=500):
+def evaluate_paths(
+    model,
+    rows,
+    meta,
+    mode='greedy',
+    answer_start=None,
+    answer_len=None,
+    device='cpu',
+    batch_size=500,
+):
     """Exact-match and per-position accuracy of the answers of `rows` (n, row_len).
 
     greedy: autoregressive argmax decoding from the prefix rows[:, :answer_start].
@@ -239,23 +315,26 @@ def evaluate_paths(model, rows, meta, mode='greedy', answer_start=None, answer_l
                 idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], 1)
             preds.append(idx[:, a:].cpu())
             # teacher-forced: each answer token given the TRUE previous ones (one pass)
-            logits, _ = model(chunk[:, :a + L - 1].to(device))
-            tf.append(logits[:, a - 1:].argmax(-1).cpu())
+            logits, _ = model(chunk[:, : a + L - 1].to(device))
+            tf.append(logits[:, a - 1 :].argmax(-1).cpu())
         elif mode == 'parallel':
             dollar = meta.get('teacherless_token')
             if dollar is None:
                 raise DataError("mode='parallel' needs meta['teacherless_token'] (in-context data)")
             x = torch.cat([idx, torch.full((len(idx), L - 1), dollar, device=device)], 1)
             logits, _ = model(x)
-            preds.append(logits[:, a - 1:a - 1 + L].argmax(-1).cpu())
+            preds.append(logits[:, a - 1 : a - 1 + L].argmax(-1).cpu())
         else:
             raise ValueError(f"mode={mode!r}: use 'greedy' or 'parallel'")
     model.train(was_training)
-    correct = torch.cat(preds) == rows[:, a:a + L]  # (n, L)
-    out = dict(exact_match=correct.all(1).float().mean().item(),
-               per_position=correct.float().mean(0).tolist(), n=len(rows))
+    correct = torch.cat(preds) == rows[:, a : a + L]  # (n, L)
+    out = dict(
+        exact_match=correct.all(1).float().mean().item(),
+        per_position=correct.float().mean(0).tolist(),
+        n=len(rows),
+    )
     if tf:
-        out['tf_per_position'] = (torch.cat(tf) == rows[:, a:a + L]).float().mean(0).tolist()
+        out['tf_per_position'] = (torch.cat(tf) == rows[:, a : a + L]).float().mean(0).tolist()
     return out
 
 
@@ -288,10 +367,15 @@ def path_report(model, rows_by_split, meta, how, n, device='cpu'):
         if 'answer_start' not in meta or len(rows) == 0:
             continue
         if how == 'diffusion':
-            r = dict(diffusion.path_accuracy(model, rows, meta, 'confidence', 0, device), n=len(rows))
-            r['random'] = diffusion.path_accuracy(model, rows, meta, 'random', 0, device)['exact_match']
-            r['parallel'] = diffusion.path_accuracy(model, rows, meta, 'confidence', 1,
-                                                    device)['exact_match']
+            r = dict(
+                diffusion.path_accuracy(model, rows, meta, 'confidence', 0, device), n=len(rows)
+            )
+            r['random'] = diffusion.path_accuracy(model, rows, meta, 'random', 0, device)[
+                'exact_match'
+            ]
+            r['parallel'] = diffusion.path_accuracy(model, rows, meta, 'confidence', 1, device)[
+                'exact_match'
+            ]
             r['single_position'] = diffusion.single_position_accuracy(model, rows, meta, device)
         else:
             r = evaluate_paths(model, rows, meta, how, device=device)
@@ -300,8 +384,9 @@ def path_report(model, rows_by_split, meta, how, n, device='cpu'):
         rows = torch.as_tensor(np.asarray(rows_by_split['train']), dtype=torch.long)
         edge = meta['special_tokens']['EDGE']
         a, _ = meta['answer_by_first_token'][edge]
-        out['edge_acc'] = evaluate_paths(model, rows[rows[:, 0] == edge][:n], meta, 'greedy', a, 1,
-                                         device=device)['exact_match']
+        out['edge_acc'] = evaluate_paths(
+            model, rows[rows[:, 0] == edge][:n], meta, 'greedy', a, 1, device=device
+        )['exact_match']
     model.train(was_training)
     return out
 
@@ -314,7 +399,9 @@ def report_keys(report):
             out['edge_acc'] = r
         elif 'random' in r:  # a denoiser
             out[f'{split}_path_acc_conf'] = r['exact_match']
-            out['conf_pos_acc' if split == 'val' else f'{split}_conf_pos_acc'] = fmt(r['per_position'])
+            out['conf_pos_acc' if split == 'val' else f'{split}_conf_pos_acc'] = fmt(
+                r['per_position']
+            )
             out['conf_order' if split == 'val' else f'{split}_conf_order'] = fmt(r['order'], 1)
             out[f'{split}_path_acc_rand'] = r['random']
             out[f'{split}_path_acc_parallel'] = r['parallel']
@@ -333,8 +420,13 @@ def default_name(a):
         name = f"incontext_pathstar_d{a.d}_l{a.l}_n{a.N or 50}"
     else:
         name = f"inweights_pathstar_d{a.d}_l{a.l}" + (f"_n{a.N}" if a.N else '')
-    for flag, tag in ((a.pauses, f"_p{a.pauses}"), (a.reverse, '_rev'), (a.grouped, '_grouped'),
-                      (a.query_first, '_qfirst'), (a.directions, '_dir')):
+    for flag, tag in (
+        (a.pauses, f"_p{a.pauses}"),
+        (a.reverse, '_rev'),
+        (a.grouped, '_grouped'),
+        (a.query_first, '_qfirst'),
+        (a.directions, '_dir'),
+    ):
         name += tag if flag else ''
     return name + (f"_s{a.seed}" if a.seed else '')
 
@@ -349,8 +441,10 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
     model, ckpt = load_model(path, device, flag='--evaluate')
     cfg, meta = ckpt.get('config') or {}, ckpt['meta'] or {}
     if 'row_len' not in meta or 'answer_start' not in meta:
-        raise DataError(f"--evaluate={path}: not a path-star checkpoint (objective "
-                        f"{ckpt.get('objective')!r}, dataset {cfg.get('dataset')!r})")
+        raise DataError(
+            f"--evaluate={path}: not a path-star checkpoint (objective "
+            f"{ckpt.get('objective')!r}, dataset {cfg.get('dataset')!r})"
+        )
     data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
     denoiser = ckpt.get('objective') == 'unmasking'
     how = 'diffusion' if denoiser else 'parallel' if cfg.get('pathstar_teacherless') else 'greedy'
@@ -363,11 +457,16 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
         if 'tf_per_position' in r:
             extra = '; given the true prefix ' + fmt(r['tf_per_position'])
         if 'random' in r:
-            extra = (f"; random order {r['random']:.4f}, one pass {r['parallel']:.4f}; only that "
-                     f"position masked " + fmt(r['single_position']))
-        print(f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows "
-              f"({'diffusion, confidence order' if denoiser else how}), per position "
-              + fmt(r['per_position']) + extra)
+            extra = (
+                f"; random order {r['random']:.4f}, one pass {r['parallel']:.4f}; only that "
+                f"position masked " + fmt(r['single_position'])
+            )
+        print(
+            f"{split}: exact-match {r['exact_match']:.4f} on {r['n']} rows "
+            f"({'diffusion, confidence order' if denoiser else how}), per position "
+            + fmt(r['per_position'])
+            + extra
+        )
     return out
 
 
@@ -400,19 +499,38 @@ def main(argv=None):
     if a.evaluate:
         return evaluate_checkpoint(a.evaluate, a.num_eval, a.device)
     if a.mode == 'incontext':
-        train, val, meta = make_incontext(a.d, a.l, a.N or 50, a.num_train, a.num_val, a.pauses,
-                                          a.reverse, a.grouped, a.query_first, a.seed)
+        train, val, meta = make_incontext(
+            a.d,
+            a.l,
+            a.N or 50,
+            a.num_train,
+            a.num_val,
+            a.pauses,
+            a.reverse,
+            a.grouped,
+            a.query_first,
+            a.seed,
+        )
     else:
         if a.reverse or a.grouped or a.query_first:
             raise DataError("--reverse/--grouped/--query_first are in-context options")
-        train, val, meta = make_inweights(a.d, a.l, a.N, a.pauses, a.directions, a.holdout,
-                                          not a.no_balance, a.seed)
+        train, val, meta = make_inweights(
+            a.d, a.l, a.N, a.pauses, a.directions, a.holdout, not a.no_balance, a.seed
+        )
     out_dir = os.path.join(a.data_root, a.name or default_name(a))
     dt = token_dtype(meta['vocab_size'])
-    write_dataset_dir(out_dir, {'train.bin': train.astype(dt).ravel(),
-                                'val.bin': val.astype(dt).ravel(), 'meta.pkl': meta})
-    print(f"wrote {out_dir}: {len(train):,} train / {len(val):,} val rows of {meta['row_len']} "
-          f"tokens, vocab_size {meta['vocab_size']}")
+    write_dataset_dir(
+        out_dir,
+        {
+            'train.bin': train.astype(dt).ravel(),
+            'val.bin': val.astype(dt).ravel(),
+            'meta.pkl': meta,
+        },
+    )
+    print(
+        f"wrote {out_dir}: {len(train):,} train / {len(val):,} val rows of {meta['row_len']} "
+        f"tokens, vocab_size {meta['vocab_size']}"
+    )
     return out_dir
 
 

@@ -11,6 +11,7 @@ mode=diffusion: masked-diffusion sampling from an `unmasking` checkpoint (diffus
     keys steps, length, order, score_temperature, block_len, remask, remask_ratio, ...).
 Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE).
 """
+
 import os
 import sys
 
@@ -24,8 +25,17 @@ from mtp import speculative_generate
 from utils import DataError, text_codec
 
 DEFAULTS = dict(
-    out_dir='out', ckpt='', mode='next_token', start='\n', num_samples=3, max_new_tokens=500,
-    temperature=0.8, top_k=200, seed=1337, device='cpu', bpe_dir='',
+    out_dir='out',
+    ckpt='',
+    mode='next_token',
+    start='\n',
+    num_samples=3,
+    max_new_tokens=500,
+    temperature=0.8,
+    top_k=200,
+    seed=1337,
+    device='cpu',
+    bpe_dir='',
     speculative=False,  # greedy self-speculative decoding with the extra heads of an n_future > 1 model
     **diffusion.SAMPLE_DEFAULTS,
 )
@@ -46,16 +56,19 @@ def encode_prompt(encode, text, cfg):
     try:
         return encode(text)
     except DataError as e:
-        raise ConfigError(f"--start={cfg['start']!r}: {e}; use characters of the training "
-                          f"data") from None
+        raise ConfigError(
+            f"--start={cfg['start']!r}: {e}; use characters of the training data"
+        ) from None
 
 
 def sample_diffusion(cfg, model, ckpt):
     """--mode=diffusion: prompt `start` (fixed) + [MASK] up to `length`."""
     meta, path = ckpt['meta'] or {}, ckpt['path']
     if model.config.causal or 'mask_token_id' not in meta or ckpt.get('objective') == 'remasking':
-        raise ConfigError(f"{path} is not a masked-diffusion denoiser (objective "
-                          f"'{ckpt.get('objective')}'): train one with --objective=unmasking")
+        raise ConfigError(
+            f"{path} is not a masked-diffusion denoiser (objective "
+            f"'{ckpt.get('objective')}'): train one with --objective=unmasking"
+        )
     base, mask_id, wrong_id = diffusion.vocab_ids(meta)
     if cfg['remask'] == 'self':
         diffusion.check_self_remask(ckpt, path)
@@ -65,17 +78,28 @@ def sample_diffusion(cfg, model, ckpt):
         raise ConfigError(f"--length={L} exceeds the model's block_size {model.config.block_size}")
     ids = encode_prompt(encode, prompt_text(cfg), cfg)[:L]
     canvas = torch.full((cfg['num_samples'], L), mask_id, dtype=torch.long)
-    canvas[:, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    canvas[:, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     remasker = None
     if cfg['remask'] == 'learned':
         remasker = diffusion.load_remasker(cfg['remasker_ckpt'], meta, cfg['device'])
     try:
         out, info = diffusion.diffusion_sample(
-            model, canvas.to(cfg['device']), cfg['steps'], mask_id, base, order=cfg['order'],
-            temperature=cfg['temperature'], score_temperature=cfg['score_temperature'],
-            block_len=cfg['block_len'], remask=cfg['remask'], remask_ratio=cfg['remask_ratio'],
-            remasker=remasker, wrong_id=wrong_id, remask_threshold=cfg['remask_threshold'],
-            gen=torch.Generator().manual_seed(cfg['seed']))
+            model,
+            canvas.to(cfg['device']),
+            cfg['steps'],
+            mask_id,
+            base,
+            order=cfg['order'],
+            temperature=cfg['temperature'],
+            score_temperature=cfg['score_temperature'],
+            block_len=cfg['block_len'],
+            remask=cfg['remask'],
+            remask_ratio=cfg['remask_ratio'],
+            remasker=remasker,
+            wrong_id=wrong_id,
+            remask_threshold=cfg['remask_threshold'],
+            gen=torch.Generator().manual_seed(cfg['seed']),
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     outs = [decode(row.tolist()) for row in out]
@@ -89,11 +113,15 @@ def sample_diffusion(cfg, model, ckpt):
 def sample_next_token(cfg, model, ckpt):
     path = ckpt['path']
     if not model.config.causal:
-        raise ConfigError(f"{path} is a bidirectional model (objective "
-                          f"'{ckpt.get('objective')}'): next-token sampling needs a causal one")
+        raise ConfigError(
+            f"{path} is a bidirectional model (objective "
+            f"'{ckpt.get('objective')}'): next-token sampling needs a causal one"
+        )
     if cfg['speculative'] and model.config.n_future < 2:
-        raise ConfigError(f"--speculative=True needs a checkpoint with extra heads (n_future > 1); "
-                          f"{path} has n_future={model.config.n_future}")
+        raise ConfigError(
+            f"--speculative=True needs a checkpoint with extra heads (n_future > 1); "
+            f"{path} has n_future={model.config.n_future}"
+        )
     encode, decode = text_codec(ckpt['meta'], cfg['bpe_dir'])
     ids = encode_prompt(encode, prompt_text(cfg), cfg)
     if not ids:
@@ -103,11 +131,14 @@ def sample_next_token(cfg, model, ckpt):
     for _ in range(cfg['num_samples']):
         if cfg['speculative']:  # greedy; equals temperature=0 sampling, in fewer forward passes
             y, stats = speculative_generate(model, x, cfg['max_new_tokens'])
-            print(f"speculative: {stats['nfe']} forward passes for {cfg['max_new_tokens']} tokens, "
-                  f"draft acceptance rate {stats['acceptance_rate']:.3f}")
+            print(
+                f"speculative: {stats['nfe']} forward passes for {cfg['max_new_tokens']} tokens, "
+                f"draft acceptance rate {stats['acceptance_rate']:.3f}"
+            )
         else:
-            y = model.generate(x, cfg['max_new_tokens'], temperature=cfg['temperature'],
-                               top_k=cfg['top_k'])
+            y = model.generate(
+                x, cfg['max_new_tokens'], temperature=cfg['temperature'], top_k=cfg['top_k']
+            )
         outs.append(decode(y[0].tolist()))
         print(outs[-1])
         print('---------------')
@@ -124,8 +155,9 @@ MODES = {'next_token': sample_next_token, 'chat': chat_mode, 'diffusion': sample
 def main(argv=None):
     cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
     if cfg['mode'] not in MODES:
-        raise ConfigError(f"--mode={cfg['mode']} is unknown; this sample.py knows: "
-                          f"{', '.join(MODES)}")
+        raise ConfigError(
+            f"--mode={cfg['mode']} is unknown; this sample.py knows: {', '.join(MODES)}"
+        )
     torch.manual_seed(cfg['seed'])
     path = cfg['ckpt'] or os.path.join(cfg['out_dir'], 'ckpt.pt')
     model, ckpt = load_model(path, cfg['device'], flag='--ckpt' if cfg['ckpt'] else '--out_dir')

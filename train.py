@@ -8,6 +8,7 @@ The loss of a step is the mean over the supervised tokens of the whole accumulat
 (all micro-batches, all ranks): the supervised weight is counted before the forward passes
 and every micro-batch loss is its weighted CE sum divided by that global count.
 """
+
 import math
 import os
 import shutil
@@ -27,21 +28,52 @@ from utils import DataError, atomic_write, mix_seed, seeded, to_device, vocab_co
 
 DEFAULTS = dict(
     # I/O
-    out_dir='out', eval_interval=2000, log_interval=1, eval_iters=200, eval_only=False,
-    always_save_checkpoint=True, init_from='scratch',  # 'scratch' | 'resume' | path to a ckpt
-    wandb_log=False, wandb_project='nanomask', wandb_run_name='run',
+    out_dir='out',
+    eval_interval=2000,
+    log_interval=1,
+    eval_iters=200,
+    eval_only=False,
+    always_save_checkpoint=True,
+    init_from='scratch',  # 'scratch' | 'resume' | path to a ckpt
+    wandb_log=False,
+    wandb_project='nanomask',
+    wandb_run_name='run',
     # data: data_root/dataset, read by the batch source of `objective`
-    data_root='data', dataset='shakespeare_char', objective='next_token',
-    gradient_accumulation_steps=1, batch_size=12, block_size=1024,
+    data_root='data',
+    dataset='shakespeare_char',
+    objective='next_token',
+    gradient_accumulation_steps=1,
+    batch_size=12,
+    block_size=1024,
     # model
-    n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=False, n_future=1,
-    tie_embeddings=True, emb_init_std=0.02, linear_init='gpt2',  # model.GPTConfig
+    n_layer=12,
+    n_head=12,
+    n_embd=768,
+    dropout=0.0,
+    bias=False,
+    n_future=1,
+    tie_embeddings=True,
+    emb_init_std=0.02,
+    linear_init='gpt2',  # model.GPTConfig
     future_head_weights=None,  # e.g. [1.0, 0.5]: weights of the n_future heads' losses
     # AdamW and a warmup + cosine schedule
-    learning_rate=6e-4, max_iters=600000, weight_decay=1e-1, beta1=0.9, beta2=0.95,
-    grad_clip=1.0, decay_lr=True, warmup_iters=2000, lr_decay_iters=600000, min_lr=6e-5,
+    learning_rate=6e-4,
+    max_iters=600000,
+    weight_decay=1e-1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,
+    decay_lr=True,
+    warmup_iters=2000,
+    lr_decay_iters=600000,
+    min_lr=6e-5,
     # system
-    backend='nccl', device='auto', dtype='auto', compile=True, seed=1337, num_threads=0,
+    backend='nccl',
+    device='auto',
+    dtype='auto',
+    compile=True,
+    seed=1337,
+    num_threads=0,
     attn_impl='auto',  # 'auto' | 'sdpa' | 'flex': kernel for masked batches (model.select_attention)
     **batches.all_defaults(),
 )
@@ -117,22 +149,31 @@ def build_model(cfg, explicit, source, ckpt=None):
     path, saved = ckpt['path'], ckpt['model_args']
     for k in ARCH_KEYS:
         if k in explicit and k in saved and cfg[k] != saved[k] and k != 'block_size':
-            raise ConfigError(f"--{k}={cfg[k]} conflicts with {path} ({k}={saved[k]}): the "
-                              f"architecture comes from the checkpoint; drop the flag")
+            raise ConfigError(
+                f"--{k}={cfg[k]} conflicts with {path} ({k}={saved[k]}): the "
+                f"architecture comes from the checkpoint; drop the flag"
+            )
     if not vocab_compatible(ckpt['meta'], source.meta):
-        raise DataError(f"{path} was trained on a different vocabulary than dataset "
-                        f"'{cfg['dataset']}': prepare the data with the base model's tokenizer")
-    if saved['vocab_size'] > source.vocab_size or (cfg['init_from'] == 'resume'
-                                                   and saved['vocab_size'] != source.vocab_size):
-        raise DataError(f"{path} has vocab_size {saved['vocab_size']} but dataset "
-                        f"'{cfg['dataset']}' has {source.vocab_size}: use the matching dataset")
+        raise DataError(
+            f"{path} was trained on a different vocabulary than dataset "
+            f"'{cfg['dataset']}': prepare the data with the base model's tokenizer"
+        )
+    if saved['vocab_size'] > source.vocab_size or (
+        cfg['init_from'] == 'resume' and saved['vocab_size'] != source.vocab_size
+    ):
+        raise DataError(
+            f"{path} has vocab_size {saved['vocab_size']} but dataset "
+            f"'{cfg['dataset']}' has {source.vocab_size}: use the matching dataset"
+        )
     model = checkpoint.build(ckpt, **run, causal=source.causal)
     model.resize_vocab(source.vocab_size)  # SFT: new special tokens get fresh rows
     if cfg['block_size'] < model.config.block_size:
         model.crop_block_size(cfg['block_size'])
     elif cfg['block_size'] > model.config.block_size:
-        raise ConfigError(f"--block_size={cfg['block_size']} exceeds {path}'s block_size "
-                          f"{model.config.block_size}")
+        raise ConfigError(
+            f"--block_size={cfg['block_size']} exceeds {path}'s block_size "
+            f"{model.config.block_size}"
+        )
     return model
 
 
@@ -158,8 +199,9 @@ def train_step(model, optimizer, scaler, micro, cfg, ctx, dropout_seeds, ddp=Fal
     raw = model.module if ddp else model
     raw = getattr(raw, '_orig_mod', raw)  # under torch.compile
     k = raw.config.n_future
-    norm = sum(supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k)
-               for b in micro)
+    norm = sum(
+        supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k) for b in micro
+    )
     if ddp:
         dist.all_reduce(norm)
         norm = norm / world  # DDP averages gradients over ranks
@@ -167,7 +209,7 @@ def train_step(model, optimizer, scaler, micro, cfg, ctx, dropout_seeds, ddp=Fal
     for m, b in enumerate(micro):
         torch.manual_seed(dropout_seeds[m])
         sync = (not ddp) or m == len(micro) - 1
-        with (nullcontext() if sync else model.no_sync()), ctx:
+        with nullcontext() if sync else model.no_sync(), ctx:
             _, loss = model(b['x'], b['y'], loss_norm=norm, **forward_kwargs(b))
         scaler.scale(loss).backward()
         loss_acc += loss.detach()
@@ -193,20 +235,25 @@ def setup_distributed(cfg):
         cfg['device'] = f'cuda:{local_rank}'
         torch.cuda.set_device(cfg['device'])
     if cfg['gradient_accumulation_steps'] % world:
-        raise ConfigError(f"--gradient_accumulation_steps={cfg['gradient_accumulation_steps']} "
-                          f"must be divisible by the number of processes ({world})")
+        raise ConfigError(
+            f"--gradient_accumulation_steps={cfg['gradient_accumulation_steps']} "
+            f"must be divisible by the number of processes ({world})"
+        )
     return True, rank, world, local_rank
 
 
 def autocast_context(cfg, device_type):
     """The forward's autocast context; resolves dtype 'auto' (bf16 on CUDA when supported)."""
     if cfg['dtype'] == 'auto':
-        cfg['dtype'] = ('bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported()
-                        else 'float32')
+        cfg['dtype'] = (
+            'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+        )
     if device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[cfg['dtype']]
+    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[
+        cfg['dtype']
+    ]
     return nullcontext() if device_type == 'cpu' else torch.autocast(device_type, dtype=ptdtype)
 
 
@@ -215,17 +262,26 @@ def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, 
     losses = estimate_loss(raw_model, source, cfg, ctx, device)
     ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
     if not all(math.isfinite(v) for v in losses.values() if isinstance(v, float)):
-        sys.exit(f"step {iter_num}: evaluation loss is not finite ({losses}); training "
-                 f"stopped, the last good checkpoint is {ckpt_path}. Lower learning_rate?")
-    print(f"step {iter_num}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in losses.items()))
+        sys.exit(
+            f"step {iter_num}: evaluation loss is not finite ({losses}); training "
+            f"stopped, the last good checkpoint is {ckpt_path}. Lower learning_rate?"
+        )
+    print(
+        f"step {iter_num}: "
+        + ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in losses.items()
+        )
+    )
     if cfg['wandb_log']:
         state['wandb'].log({'iter': iter_num, **{f'eval/{k}': v for k, v in losses.items()}})
     if losses['val'] < state['best_val_loss'] or cfg['always_save_checkpoint']:
         state['best_val_loss'] = min(state['best_val_loss'], losses['val'])
-    if iter_num > it_start and (losses['val'] <= state['best_val_loss'] or cfg['always_save_checkpoint']):
-        checkpoint.save(ckpt_path, raw_model, optimizer, cfg, source.meta, iter_num,
-                        state['best_val_loss'])
+    if iter_num > it_start and (
+        losses['val'] <= state['best_val_loss'] or cfg['always_save_checkpoint']
+    ):
+        checkpoint.save(
+            ckpt_path, raw_model, optimizer, cfg, source.meta, iter_num, state['best_val_loss']
+        )
         print(f"saved checkpoint to {ckpt_path}")
         tag = getattr(source, 'run_tag', '')
         if tag:  # a named copy per evaluation; ckpt.pt stays the one to resume from
@@ -246,15 +302,18 @@ def main(argv=None):
     tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
     if master:
         os.makedirs(cfg['out_dir'], exist_ok=True)
-        print(f"tokens per iteration: {tokens_per_iter:,} | objective {cfg['objective']} | "
-              f"dataset {cfg['dataset']} | device {device} {cfg['dtype']}")
+        print(
+            f"tokens per iteration: {tokens_per_iter:,} | objective {cfg['objective']} | "
+            f"dataset {cfg['dataset']} | device {device} {cfg['dtype']}"
+        )
 
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])  # same init on every rank
     raw_model = build_model(cfg, explicit, source, ckpt).to(device)
     scaler = torch.amp.GradScaler(device_type, enabled=(cfg['dtype'] == 'float16'))
-    optimizer = raw_model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'],
-                                               (cfg['beta1'], cfg['beta2']), device_type)
+    optimizer = raw_model.configure_optimizers(
+        cfg['weight_decay'], cfg['learning_rate'], (cfg['beta1'], cfg['beta2']), device_type
+    )
     iter_num, state = 0, {'best_val_loss': 1e9}
     if ckpt is not None and cfg['init_from'] == 'resume':
         optimizer.load_state_dict(ckpt['optimizer'])
@@ -275,8 +334,9 @@ def main(argv=None):
             group['lr'] = lr
         last = iter_num >= cfg['max_iters']
         if (iter_num % cfg['eval_interval'] == 0 or last) and master:
-            losses = evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num,
-                                       it_start, state)
+            losses = evaluate_and_save(
+                raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state
+            )
             history['eval'].append({'iter': iter_num, **losses})
         if last or cfg['eval_only']:
             break  # exactly max_iters optimisation steps, evaluated (and saved) after the last
@@ -294,22 +354,32 @@ def main(argv=None):
                 loss /= world
             lossf = loss.item()
             if not math.isfinite(lossf):
-                sys.exit(f"step {iter_num}: training loss is {lossf}; stopped without saving, the "
-                         f"last good checkpoint is {os.path.join(cfg['out_dir'], 'ckpt.pt')}. "
-                         f"Lower learning_rate or check the data.")
+                sys.exit(
+                    f"step {iter_num}: training loss is {lossf}; stopped without saving, the "
+                    f"last good checkpoint is {os.path.join(cfg['out_dir'], 'ckpt.pt')}. "
+                    f"Lower learning_rate or check the data."
+                )
             done = iter_num + 1 - it_start
             rate = done / max(time.time() - t_start, 1e-9)
             eta = (cfg['max_iters'] - iter_num - 1) / max(rate, 1e-9)
-            msg = (f"iter {iter_num}/{cfg['max_iters']}: loss {lossf:.4f}, lr {lr:.2e}, "
-                   f"{dt * 1000:.1f}ms/it, {rate:.2f} it/s, ETA {eta / 60:.1f} min")
+            msg = (
+                f"iter {iter_num}/{cfg['max_iters']}: loss {lossf:.4f}, lr {lr:.2e}, "
+                f"{dt * 1000:.1f}ms/it, {rate:.2f} it/s, ETA {eta / 60:.1f} min"
+            )
             if device_type == 'cuda':
                 msg += f", mfu {100 * raw_model.estimate_mfu(tokens_per_iter, dt):.1f}%"
             diag = source.diagnostics()
             if master:
                 print(msg + ''.join(f", {k} {v:.4g}" for k, v in diag.items()))
                 if cfg['wandb_log']:
-                    state['wandb'].log({'iter': iter_num, 'train/loss': lossf, 'lr': lr,
-                                        **{f'diag/{k}': v for k, v in diag.items()}})
+                    state['wandb'].log(
+                        {
+                            'iter': iter_num,
+                            'train/loss': lossf,
+                            'lr': lr,
+                            **{f'diag/{k}': v for k, v in diag.items()},
+                        }
+                    )
             history['train'].append({'iter': iter_num, 'loss': lossf})
         iter_num += 1
     if ddp:  # wait for rank 0's final eval/checkpoint: tearing gloo down under a busy peer aborts
@@ -322,10 +392,15 @@ def start_wandb(cfg, tag):
     try:
         import wandb  # optional: only with --wandb_log=True
     except ImportError:
-        raise ConfigError("--wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline "
-                          "logs without an account)") from None
-    wandb.init(project=cfg['wandb_project'], config=cfg,
-               name=cfg['wandb_run_name'] + (f'_{tag}' if tag else ''))
+        raise ConfigError(
+            "--wandb_log=True needs wandb: `pip install wandb` (WANDB_MODE=offline "
+            "logs without an account)"
+        ) from None
+    wandb.init(
+        project=cfg['wandb_project'],
+        config=cfg,
+        name=cfg['wandb_run_name'] + (f'_{tag}' if tag else ''),
+    )
     return wandb
 
 

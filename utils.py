@@ -1,5 +1,6 @@
 """Small helpers shared by the scripts: atomic writes, dataset metadata, seeds, the GPT-2
 tokenizer. Imports nothing from the project (the bottom of the import order)."""
+
 import hashlib
 import os
 import pickle
@@ -37,6 +38,7 @@ def write_pickle(path, obj):
     def write(tmp):
         with open(tmp, 'wb') as f:
             pickle.dump(obj, f)
+
     atomic_write(path, write)
 
 
@@ -85,14 +87,18 @@ def load_meta(data_dir, required=True):
     path = os.path.join(data_dir, 'meta.pkl')
     if not os.path.exists(path):
         if required:
-            raise DataError(f"{path} not found: run the dataset's prepare.py (or pathstar.py) first")
+            raise DataError(
+                f"{path} not found: run the dataset's prepare.py (or pathstar.py) first"
+            )
         return None
     try:
         with open(path, 'rb') as f:
             meta = pickle.load(f)
     except Exception as e:
-        raise DataError(f"{path} is corrupt ({type(e).__name__}: {e}); delete it and re-run the "
-                        f"dataset's prepare.py") from None
+        raise DataError(
+            f"{path} is corrupt ({type(e).__name__}: {e}); delete it and re-run the "
+            f"dataset's prepare.py"
+        ) from None
     if not isinstance(meta, dict) or 'vocab_size' not in meta:
         raise DataError(f"{path} has no 'vocab_size'; re-run the dataset's prepare.py")
     return normalise_meta(meta)
@@ -129,12 +135,16 @@ class TokenFile:
             raise DataError(f"{self.path} is empty: re-run the dataset's prepare script")
         top = int(data.max())
         if top >= self.vocab_size:
-            raise DataError(f"{self.path} holds token id {top} >= vocab_size {self.vocab_size} "
-                            f"from meta.pkl: the data and meta.pkl disagree; re-run the "
-                            f"dataset's prepare script")
+            raise DataError(
+                f"{self.path} holds token id {top} >= vocab_size {self.vocab_size} "
+                f"from meta.pkl: the data and meta.pkl disagree; re-run the "
+                f"dataset's prepare script"
+            )
         if self.n < min_tokens:
-            raise DataError(f"{self.path} has {self.n} tokens, too few for {what}: lower "
-                            f"--block_size below {self.n}")
+            raise DataError(
+                f"{self.path} has {self.n} tokens, too few for {what}: lower "
+                f"--block_size below {self.n}"
+            )
 
     def data(self):
         return np.memmap(self.path, dtype=self.dtype, mode='r')
@@ -147,17 +157,24 @@ class TokenFile:
     def rows(self, row_len):
         """The whole file as (n, row_len) int64 rows (row datasets are small)."""
         if self.n % row_len:
-            raise DataError(f"{self.path} holds {self.n} tokens, not a multiple of row_len "
-                            f"{row_len} from meta.pkl: re-generate the dataset")
+            raise DataError(
+                f"{self.path} holds {self.n} tokens, not a multiple of row_len "
+                f"{row_len} from meta.pkl: re-generate the dataset"
+            )
         return torch.from_numpy(np.asarray(self.data()).astype(np.int64).reshape(-1, row_len))
-
 
 
 # Older names of meta keys -> the one name each idea has now (datasets and checkpoints written
 # before the rename stay readable). Special tokens live in meta['special_tokens'].
 _OLD_META_KEYS = {'mask_id': 'mask_token_id', 'sep_id': 'sep_token_id'}
-_OLD_SPECIAL_KEYS = {'pause_token': 'PAUSE', 'pad_token': 'PAD', 'edge_token': 'EDGE',
-                     'path_token': 'PATH', 'fwd_token': '>', 'bwd_token': '<'}
+_OLD_SPECIAL_KEYS = {
+    'pause_token': 'PAUSE',
+    'pad_token': 'PAD',
+    'edge_token': 'EDGE',
+    'path_token': 'PATH',
+    'fwd_token': '>',
+    'bwd_token': '<',
+}
 
 
 def normalise_meta(meta):
@@ -179,8 +196,10 @@ def normalise_meta(meta):
 
 # --- GPT-2 BPE through tiktoken, offline when the two GPT-2 files are on disk -------------
 # tiktoken caches downloads under sha1(url); putting the files there makes it work offline.
-_GPT2_CACHE_NAMES = {'vocab.bpe': '6d1cbeee0f20b3d9449abfede4726ed8212e3aee',
-                     'encoder.json': '6c7ea1a7e38e3a7f062df639a5b80947f075ffe6'}
+_GPT2_CACHE_NAMES = {
+    'vocab.bpe': '6d1cbeee0f20b3d9449abfede4726ed8212e3aee',
+    'encoder.json': '6c7ea1a7e38e3a7f062df639a5b80947f075ffe6',
+}
 
 
 def gpt2_encoding(bpe_dir=None):
@@ -189,16 +208,20 @@ def gpt2_encoding(bpe_dir=None):
     if bpe_dir:
         for name in _GPT2_CACHE_NAMES:
             if not os.path.exists(os.path.join(bpe_dir, name)):
-                raise DataError(f"--bpe_dir={bpe_dir}: {name} not found there (need vocab.bpe "
-                                f"and encoder.json from GPT-2)")
-        cache = os.environ.setdefault('TIKTOKEN_CACHE_DIR',
-                                      os.path.join(tempfile.gettempdir(), 'nanomask_tiktoken'))
+                raise DataError(
+                    f"--bpe_dir={bpe_dir}: {name} not found there (need vocab.bpe "
+                    f"and encoder.json from GPT-2)"
+                )
+        cache = os.environ.setdefault(
+            'TIKTOKEN_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'nanomask_tiktoken')
+        )
         os.makedirs(cache, exist_ok=True)
         for name, sha in _GPT2_CACHE_NAMES.items():
             dst = os.path.join(cache, sha)
             if not os.path.exists(dst):
                 shutil.copyfile(os.path.join(bpe_dir, name), dst)
     import tiktoken
+
     return tiktoken.get_encoding('gpt2')
 
 
@@ -217,6 +240,7 @@ def text_codec(meta, bpe_dir=''):
             if missing:
                 raise DataError(f"characters {''.join(missing)!r} are not in the vocabulary")
             return [stoi[c] for c in s]
+
         return encode, lambda ids: ''.join(itos.get(int(i), '?') for i in ids)
     enc = gpt2_encoding(bpe_dir or meta.get('bpe_dir') or None)
 
@@ -229,6 +253,7 @@ def text_codec(meta, bpe_dir=''):
             else:
                 run.append(i)
         return ''.join(out) + enc.decode(run)
+
     if names:
         return enc.encode_ordinary, decode
     return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'})), decode
@@ -239,8 +264,11 @@ def vocab_compatible(old_meta, new_meta):
     may only append tokens (e.g. SFT role tags) to the old one."""
     if not old_meta or not new_meta:
         return True
-    if old_meta.get('tokenizer') and new_meta.get('tokenizer') and \
-            old_meta['tokenizer'] != new_meta['tokenizer']:
+    if (
+        old_meta.get('tokenizer')
+        and new_meta.get('tokenizer')
+        and old_meta['tokenizer'] != new_meta['tokenizer']
+    ):
         return False
     old_itos, new_itos = old_meta.get('itos'), new_meta.get('itos')
     if old_itos is not None and new_itos is not None:

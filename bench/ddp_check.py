@@ -5,6 +5,7 @@ batch (gradient_accumulation_steps=2). Prints both loss curves' max absolute dif
     python bench/ddp_check.py config/train_shakespeare_char.py --max_iters=50
 Any train.py flag is passed to both runs (each run gets its own out_dir under /tmp).
 """
+
 import os
 import re
 import subprocess
@@ -27,12 +28,17 @@ def main(argv):
     train = os.path.join(ROOT, 'train.py')
     tmp = tempfile.mkdtemp(prefix='ddp_check_')
     single = run([sys.executable, train] + args, os.path.join(tmp, 'single'))
-    ddp = run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-               train] + args, os.path.join(tmp, 'ddp'))
+    ddp = run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', train]
+        + args,
+        os.path.join(tmp, 'ddp'),
+    )
     assert len(single) == len(ddp) > 0, (len(single), len(ddp))
     diff = max(abs(a - b) for a, b in zip(single, ddp))
-    print(f"{len(ddp)} steps: single-process final loss {single[-1]:.6f}, DDP x2 {ddp[-1]:.6f}, "
-          f"max |difference| over all steps {diff:.2e}")
+    print(
+        f"{len(ddp)} steps: single-process final loss {single[-1]:.6f}, DDP x2 {ddp[-1]:.6f}, "
+        f"max |difference| over all steps {diff:.2e}"
+    )
     return diff
 
 

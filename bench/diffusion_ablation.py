@@ -12,6 +12,7 @@ order exact match >= --solved on the eval rows, at one evaluation). The table gi
 which it left the plateau (first evaluation with confidence-order exact match >= 0.5), the step
 at which it was solved, and the confidence / random / one-pass exact match at its last evaluation.
 """
+
 import argparse
 import os
 import re
@@ -23,8 +24,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = 'config/diffusion_pathstar_d2_l5.py'
 DATA = ['--mode=incontext', '--d=2', '--l=5', '--N=50']
 # the optimizer of a plain AdamW script: each one on its own, then all four
-OPT = {'wd0': ['--weight_decay=0.0'], 'constlr': ['--decay_lr=False', '--warmup_iters=0'],
-       'noclip': ['--grad_clip=0.0'], 'beta2': ['--beta2=0.999']}
+OPT = {
+    'wd0': ['--weight_decay=0.0'],
+    'constlr': ['--decay_lr=False', '--warmup_iters=0'],
+    'noclip': ['--grad_clip=0.0'],
+    'beta2': ['--beta2=0.999'],
+}
 BOTH = ['--tie_embeddings=False', '--emb_init_std=1.0']
 ROWS = {  # name -> flags on top of CONFIG
     'base': [],
@@ -62,15 +67,29 @@ def summary(log, solved):
     left = next((s for s, c in conf if c >= 0.5), None)
     done = next((s for s, c in conf if c >= solved), None)
     step, kv = ev[-1]
-    return dict(left=left, solved=done, step=step, conf=kv.get('val_path_acc_conf'),
-                rand=kv.get('val_path_acc_rand'), one=kv.get('val_path_acc_parallel'))
+    return dict(
+        left=left,
+        solved=done,
+        step=step,
+        conf=kv.get('val_path_acc_conf'),
+        rand=kv.get('val_path_acc_rand'),
+        one=kv.get('val_path_acc_parallel'),
+    )
 
 
 def command(name, a, seed=None):
     out = os.path.join(a.out_root, name)
-    cmd = ['train.py', CONFIG, *ROWS[name], f'--max_iters={a.steps}', f'--lr_decay_iters={a.steps}',
-           f'--eval_interval={a.eval_interval}', f'--diffusion_eval_rows={a.eval_rows}',
-           f'--out_dir={out}', '--num_threads=1']
+    cmd = [
+        'train.py',
+        CONFIG,
+        *ROWS[name],
+        f'--max_iters={a.steps}',
+        f'--lr_decay_iters={a.steps}',
+        f'--eval_interval={a.eval_interval}',
+        f'--diffusion_eval_rows={a.eval_rows}',
+        f'--out_dir={out}',
+        '--num_threads=1',
+    ]
     return cmd + ([f'--seed={seed}'] if seed is not None else []), os.path.join(out, 'train.log')
 
 
@@ -100,16 +119,20 @@ def main(argv=None):
         if not os.path.exists(os.path.join('data', cfg_dataset, 'meta.pkl')):
             subprocess.run([sys.executable, 'pathstar.py', *DATA], check=True)
         run(names, a)
-    print(f"\n| row | flags on top of {CONFIG} | left plateau (conf >= 0.5) | solved (>= {a.solved}) "
-          f"| last eval step | conf / random / one pass |")
+    print(
+        f"\n| row | flags on top of {CONFIG} | left plateau (conf >= 0.5) | solved (>= {a.solved}) "
+        f"| last eval step | conf / random / one pass |"
+    )
     print('|---|---|---|---|---|---|')
     for n in names:
         s = summary(command(n, a)[1], a.solved)
         if s is None:
             print(f'| {n} | `{" ".join(ROWS[n])}` | (no log) |||')
             continue
-        print(f"| {n} | `{' '.join(ROWS[n]) or '(none)'}` | {s['left'] or '-'} | {s['solved'] or '-'} | "
-              f"{s['step']} | {s['conf']} / {s['rand']} / {s['one']} |")
+        print(
+            f"| {n} | `{' '.join(ROWS[n]) or '(none)'}` | {s['left'] or '-'} | {s['solved'] or '-'} | "
+            f"{s['step']} | {s['conf']} / {s['rand']} / {s['one']} |"
+        )
 
 
 def run(names, a):
@@ -121,8 +144,18 @@ def run(names, a):
             cmd, log = command(n, a)
             os.makedirs(os.path.dirname(log), exist_ok=True)
             print(f"python {' '.join(cmd)} > {log}", flush=True)
-            running.append((n, log, subprocess.Popen([sys.executable, *cmd], stdout=open(log, 'w'),
-                                                     stderr=subprocess.STDOUT, env=env)))
+            running.append(
+                (
+                    n,
+                    log,
+                    subprocess.Popen(
+                        [sys.executable, *cmd],
+                        stdout=open(log, 'w'),
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    ),
+                )
+            )
         time.sleep(5)
         for n, log, proc in list(running):
             s = summary(log, a.solved)

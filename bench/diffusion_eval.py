@@ -17,6 +17,7 @@ rows "random order + self remask" and "confidence + self remask": the pass that 
 scores P(WRONG) at committed positions (sample.py --remask=self), so steps = NFE. Its plain rows
 (no / random / learned remasking) then sample from the same hybrid model.
 """
+
 import math
 import os
 import sys
@@ -28,14 +29,25 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import diffusion  # noqa: E402
-from configurator import load_config  # noqa: E402
 from checkpoint import load_model  # noqa: E402
+from configurator import load_config  # noqa: E402
 
-DEFAULTS = dict(denoiser='out-diffusion-unmasking/ckpt.pt', judge='out-diffusion-judge/ckpt.pt',
-                remaskers='', num_samples=200, length=64, nfe='16,32,64', temperature=1.0,
-                remask_ratio=0.25, remask_threshold=0.5, seed=1337, data_dir='data/shakespeare_char',
-                png='docs/diffusion_eval.png', num_threads=1,
-                self_remask=False)  # True: --denoiser is a hybrid ckpt; adds the self-remask rows
+DEFAULTS = dict(
+    denoiser='out-diffusion-unmasking/ckpt.pt',
+    judge='out-diffusion-judge/ckpt.pt',
+    remaskers='',
+    num_samples=200,
+    length=64,
+    nfe='16,32,64',
+    temperature=1.0,
+    remask_ratio=0.25,
+    remask_threshold=0.5,
+    seed=1337,
+    data_dir='data/shakespeare_char',
+    png='docs/diffusion_eval.png',
+    num_threads=1,
+    self_remask=False,
+)  # True: --denoiser is a hybrid ckpt; adds the self-remask rows
 
 
 @torch.no_grad()
@@ -57,7 +69,7 @@ def repetition(x, n=4):
     """Mean over samples of 1 - distinct n-grams / n-grams."""
     out = []
     for row in x.tolist():
-        grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+        grams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
         out.append(1 - len(set(grams)) / len(grams))
     return float(np.mean(out))
 
@@ -81,53 +93,96 @@ def main(argv=None):
     N, L = cfg['num_samples'], cfg['length']
     val = np.memmap(os.path.join(cfg['data_dir'], 'val.bin'), dtype=np.uint16, mode='r')
     ix = np.random.default_rng(cfg['seed']).integers(0, len(val) - L, N)
-    real = torch.from_numpy(np.stack([val[i:i + L] for i in ix]).astype(np.int64))
-    rows = [dict(strategy='real val windows (reference)', nfe=0, steps=0, sec=0.0,
-                 **metrics(judge, real, base))]
-    strategies = [('random order', 'random', 'none', None),
-                  ('confidence order', 'confidence', 'none', None),
-                  ('random order + random remask', 'random', 'random', None),
-                  ('confidence + random remask', 'confidence', 'random', None)]
-    strategies += [(f'{o} + learned remask ({n})', o, 'learned', n)
-                   for n in remaskers for o in ('random', 'confidence')]
+    real = torch.from_numpy(np.stack([val[i : i + L] for i in ix]).astype(np.int64))
+    rows = [
+        dict(
+            strategy='real val windows (reference)',
+            nfe=0,
+            steps=0,
+            sec=0.0,
+            **metrics(judge, real, base),
+        )
+    ]
+    strategies = [
+        ('random order', 'random', 'none', None),
+        ('confidence order', 'confidence', 'none', None),
+        ('random order + random remask', 'random', 'random', None),
+        ('confidence + random remask', 'confidence', 'random', None),
+    ]
+    strategies += [
+        (f'{o} + learned remask ({n})', o, 'learned', n)
+        for n in remaskers
+        for o in ('random', 'confidence')
+    ]
     if cfg['self_remask']:  # one pass per step: the hybrid denoiser flags its own wrong tokens
         diffusion.check_self_remask(ck, cfg['denoiser'])
-        strategies += [('random order + self remask', 'random', 'self', None),
-                       ('confidence + self remask', 'confidence', 'self', None)]
+        strategies += [
+            ('random order + self remask', 'random', 'self', None),
+            ('confidence + self remask', 'confidence', 'self', None),
+        ]
     for nfe in [int(v) for v in cfg['nfe'].split(',')]:
         for label, order, remask, rname in strategies:
             steps = nfe // 2 if remask == 'learned' else nfe
             t0 = time.time()
             out, info = diffusion.diffusion_sample(
-                den, torch.full((N, L), mask_id), steps, mask_id, base, order=order,
-                temperature=cfg['temperature'], remask=remask, remask_ratio=cfg['remask_ratio'],
-                remasker=remaskers.get(rname), wrong_id=wrong_id,
+                den,
+                torch.full((N, L), mask_id),
+                steps,
+                mask_id,
+                base,
+                order=order,
+                temperature=cfg['temperature'],
+                remask=remask,
+                remask_ratio=cfg['remask_ratio'],
+                remasker=remaskers.get(rname),
+                wrong_id=wrong_id,
                 remask_threshold=cfg['remask_threshold'],
-                gen=torch.Generator().manual_seed(cfg['seed']))
-            rows.append(dict(strategy=label, nfe=info['nfe'], steps=steps, sec=time.time() - t0,
-                             **metrics(judge, out, base)))
+                gen=torch.Generator().manual_seed(cfg['seed']),
+            )
+            rows.append(
+                dict(
+                    strategy=label,
+                    nfe=info['nfe'],
+                    steps=steps,
+                    sec=time.time() - t0,
+                    **metrics(judge, out, base),
+                )
+            )
             r = rows[-1]
-            print(f"{label:45s} NFE {r['nfe']:3d}: judge NLL {r['nll']:.3f} ± {r['se']:.3f}, entropy "
-                  f"{r['ent']:.3f}, rep4 {r['rep']:.3f} ({r['sec']:.1f}s)", flush=True)
-    print(f"\n{N} samples of {L} tokens, temperature {cfg['temperature']}, remask_ratio "
-          f"{cfg['remask_ratio']}, judge {cfg['judge']}\n")
-    print('| strategy | NFE | steps | judge NLL (nats/tok) ± s.e. | unigram entropy (bits) | rep. 4-grams |')
+            print(
+                f"{label:45s} NFE {r['nfe']:3d}: judge NLL {r['nll']:.3f} ± {r['se']:.3f}, entropy "
+                f"{r['ent']:.3f}, rep4 {r['rep']:.3f} ({r['sec']:.1f}s)",
+                flush=True,
+            )
+    print(
+        f"\n{N} samples of {L} tokens, temperature {cfg['temperature']}, remask_ratio "
+        f"{cfg['remask_ratio']}, judge {cfg['judge']}\n"
+    )
+    print(
+        '| strategy | NFE | steps | judge NLL (nats/tok) ± s.e. | unigram entropy (bits) | rep. 4-grams |'
+    )
     print('|---|---|---|---|---|---|')
     for r in rows:
-        print(f"| {r['strategy']} | {r['nfe'] or '-'} | {r['steps'] or '-'} | {r['nll']:.3f} ± {r['se']:.3f} | "
-              f"{r['ent']:.3f} | {r['rep']:.3f} |")
+        print(
+            f"| {r['strategy']} | {r['nfe'] or '-'} | {r['steps'] or '-'} | {r['nll']:.3f} ± {r['se']:.3f} | "
+            f"{r['ent']:.3f} | {r['rep']:.3f} |"
+        )
     plot(rows, cfg['png'])
     return rows
 
 
 def plot(rows, path):
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ref = rows[0]
-    for ax, key, name in ((axes[0], 'nll', 'judge NLL (nats/token)'),
-                          (axes[1], 'ent', 'unigram entropy (bits)')):
+    for ax, key, name in (
+        (axes[0], 'nll', 'judge NLL (nats/token)'),
+        (axes[1], 'ent', 'unigram entropy (bits)'),
+    ):
         for label in dict.fromkeys(r['strategy'] for r in rows[1:]):
             rs = [r for r in rows[1:] if r['strategy'] == label]
             ax.plot([r['nfe'] for r in rs], [r[key] for r in rs], 'o-', label=label)

@@ -9,6 +9,7 @@ ratio mlm_eval_ratio, see mlm.evaluate). The two runs train side by side, one th
 
 Prints the eval table and the final figures, and saves the curves to docs/mlm_compare.png.
 """
+
 import json
 import os
 import subprocess
@@ -20,12 +21,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train  # noqa: E402
 
-COMMON = ['--dataset=shakespeare_char', '--objective=mlm', '--device=cpu', '--compile=False',
-          '--num_threads=1', '--n_layer=4', '--n_head=4', '--n_embd=128', '--block_size=128',
-          '--batch_size=16', '--dropout=0.0', '--learning_rate=1e-3', '--min_lr=1e-4',
-          '--beta2=0.99', '--warmup_iters=100', '--max_iters=2000', '--lr_decay_iters=2000',
-          '--eval_interval=200', '--eval_iters=10', '--log_interval=50',
-          '--always_save_checkpoint=False', '--mlm_probability=0.15', '--seed=1337']
+COMMON = [
+    '--dataset=shakespeare_char',
+    '--objective=mlm',
+    '--device=cpu',
+    '--compile=False',
+    '--num_threads=1',
+    '--n_layer=4',
+    '--n_head=4',
+    '--n_embd=128',
+    '--block_size=128',
+    '--batch_size=16',
+    '--dropout=0.0',
+    '--learning_rate=1e-3',
+    '--min_lr=1e-4',
+    '--beta2=0.99',
+    '--warmup_iters=100',
+    '--max_iters=2000',
+    '--lr_decay_iters=2000',
+    '--eval_interval=200',
+    '--eval_iters=10',
+    '--log_interval=50',
+    '--always_save_checkpoint=False',
+    '--mlm_probability=0.15',
+    '--seed=1337',
+]
 RUNS = ('window', 'sep')
 
 
@@ -49,12 +69,19 @@ def main(flags, tag=''):
         os.makedirs(os.path.join(ROOT, f'out-mlm-{p}{tag}'), exist_ok=True)
         log = open(os.path.join(ROOT, f'out-mlm-{p}{tag}', 'log.txt'), 'w')
         env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
-        procs[p] = subprocess.Popen([sys.executable, __file__, f'--worker={p}', f'--tag={tag}'] + flags,
-                                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        procs[p] = subprocess.Popen(
+            [sys.executable, __file__, f'--worker={p}', f'--tag={tag}'] + flags,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
     for p, proc in procs.items():
         if proc.wait() != 0:
             sys.exit(f"the {p} run failed: see out-mlm-{p}{tag}/log.txt")
-    hist = {p: json.load(open(os.path.join(ROOT, f'out-mlm-{p}{tag}', 'history.json'))) for p in RUNS}
+    hist = {
+        p: json.load(open(os.path.join(ROOT, f'out-mlm-{p}{tag}', 'history.json'))) for p in RUNS
+    }
     H = unigram_entropy(os.path.join(ROOT, 'data', 'shakespeare_char', 'train.bin'))
     print(f"unigram entropy of train.bin: {H:.4f} nats/char")
     print("iter | val_mlm window | val_mlm sep | sep - window | attn_probe (sep, nomask - mask)")
@@ -62,15 +89,21 @@ def main(flags, tag=''):
     for it in sorted(ev['window']):
         w, s = ev['window'][it], ev['sep'].get(it)
         if s:
-            print(f"{it:5d} | {w['val_mlm']:.4f} | {s['val_mlm']:.4f} | "
-                  f"{s['val_mlm'] - w['val_mlm']:+.4f} | {s['attn_probe']:+.4f}")
+            print(
+                f"{it:5d} | {w['val_mlm']:.4f} | {s['val_mlm']:.4f} | "
+                f"{s['val_mlm'] - w['val_mlm']:+.4f} | {s['attn_probe']:+.4f}"
+            )
     last = {p: hist[p]['eval'][-1] for p in RUNS}
-    print(f"final: window val_mlm {last['window']['val_mlm']:.4f}, sep val_mlm "
-          f"{last['sep']['val_mlm']:.4f}, difference {last['sep']['val_mlm'] - last['window']['val_mlm']:+.4f}; "
-          f"sep without key mask {last['sep']['val_mlm_nomask']:.4f} (probe {last['sep']['attn_probe']:+.4f})")
+    print(
+        f"final: window val_mlm {last['window']['val_mlm']:.4f}, sep val_mlm "
+        f"{last['sep']['val_mlm']:.4f}, difference {last['sep']['val_mlm'] - last['window']['val_mlm']:+.4f}; "
+        f"sep without key mask {last['sep']['val_mlm_nomask']:.4f} (probe {last['sep']['attn_probe']:+.4f})"
+    )
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for p in RUNS:
         e = hist[p]['eval']
@@ -78,8 +111,12 @@ def main(flags, tag=''):
         t = hist[p]['train']
         ax[1].plot([x['iter'] for x in t], [x['loss'] for x in t], label=f'{p}: train loss')
     e = hist['sep']['eval']
-    ax[0].plot([x['iter'] for x in e], [x['val_mlm_nomask'] for x in e], 'x--',
-               label='sep: val_mlm, no key mask (probe)')
+    ax[0].plot(
+        [x['iter'] for x in e],
+        [x['val_mlm_nomask'] for x in e],
+        'x--',
+        label='sep: val_mlm, no key mask (probe)',
+    )
     for a in ax:
         a.axhline(H, color='gray', ls=':', label=f'unigram entropy {H:.2f}')
         a.set_xlabel('iter')

@@ -11,6 +11,7 @@ Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one t
 run's scale x --max_iters (see RUNS), logging to <out_dir>/train.log; the table evaluates each run's
 final checkpoint (pathstar.evaluate_checkpoint). Datasets are made with pathstar.py when missing.
 """
+
 import argparse
 import os
 import subprocess
@@ -27,18 +28,49 @@ from train import DEFAULTS  # noqa: E402
 # a run trains scale x --max_iters iterations. G(5,5) needs 2x (it stays on its plateau through
 # 2500 iterations of a 2500 schedule); the denoiser 4x (README "Masked diffusion").
 RUNS = [
-    ('G(5,5) forward, teacher forcing', 'config/pathstar_d5_l5.py',
-     ['--d=5', '--l=5', '--N=50'], '~1/5', [], 2),
-    ('G(2,5) forward, teacher forcing', 'config/pathstar_d2_l5.py',
-     ['--d=2', '--l=5', '--N=50'], '~1/2', [], 1),
-    ('G(2,5) reverse targets', 'config/pathstar_d2_l5_rev.py',
-     ['--d=2', '--l=5', '--N=50', '--reverse'], '>= 0.99', [], 1),
-    ('G(2,5) masked diffusion, confidence order', 'config/diffusion_pathstar_d2_l5.py',
-     ['--d=2', '--l=5', '--N=50'], '~1 reported (not reached here)',
-     ['--learning_rate=3e-3', '--min_lr=3e-4', '--pathstar_online=True'], 4),
+    (
+        'G(5,5) forward, teacher forcing',
+        'config/pathstar_d5_l5.py',
+        ['--d=5', '--l=5', '--N=50'],
+        '~1/5',
+        [],
+        2,
+    ),
+    (
+        'G(2,5) forward, teacher forcing',
+        'config/pathstar_d2_l5.py',
+        ['--d=2', '--l=5', '--N=50'],
+        '~1/2',
+        [],
+        1,
+    ),
+    (
+        'G(2,5) reverse targets',
+        'config/pathstar_d2_l5_rev.py',
+        ['--d=2', '--l=5', '--N=50', '--reverse'],
+        '>= 0.99',
+        [],
+        1,
+    ),
+    (
+        'G(2,5) masked diffusion, confidence order',
+        'config/diffusion_pathstar_d2_l5.py',
+        ['--d=2', '--l=5', '--N=50'],
+        '~1 reported (not reached here)',
+        ['--learning_rate=3e-3', '--min_lr=3e-4', '--pathstar_online=True'],
+        4,
+    ),
 ] + [  # multi-token prediction: same data and steps, k heads
-    (f'G(2,5) forward, {k} heads (MTP)', 'config/pathstar_d2_l5.py', ['--d=2', '--l=5', '--N=50'],
-     '?', [f'--n_future={k}', f'--out_dir=out-pathstar-d2-l5-mtp{k}'], 1) for k in (2, 4)]
+    (
+        f'G(2,5) forward, {k} heads (MTP)',
+        'config/pathstar_d2_l5.py',
+        ['--d=2', '--l=5', '--N=50'],
+        '?',
+        [f'--n_future={k}', f'--out_dir=out-pathstar-d2-l5-mtp{k}'],
+        1,
+    )
+    for k in (2, 4)
+]
 
 
 def last_eval(log, max_iters):
@@ -70,8 +102,15 @@ def main(argv=None):
     for label, config, flags, expect, extra, scale in chosen:
         cfg, _ = load_config(DEFAULTS, [config] + extra)
         if not os.path.exists(os.path.join(cfg['data_root'], cfg['dataset'], 'meta.pkl')):
-            pathstar.main(['--mode=incontext', f'--num_train={a.num_train}',
-                           f"--data_root={cfg['data_root']}", f"--name={cfg['dataset']}"] + flags)
+            pathstar.main(
+                [
+                    '--mode=incontext',
+                    f'--num_train={a.num_train}',
+                    f"--data_root={cfg['data_root']}",
+                    f"--name={cfg['dataset']}",
+                ]
+                + flags
+            )
         log = os.path.join(cfg['out_dir'], 'train.log')
         runs.append((label, [config] + extra, log, expect, a.max_iters * scale))
     todo = [r for r in runs if not (a.reuse and last_eval(r[2], r[4]))]
@@ -81,11 +120,23 @@ def main(argv=None):
         while todo and len(running) < a.jobs:
             label, config, log, _, M = todo.pop(0)
             os.makedirs(os.path.dirname(log), exist_ok=True)
-            cmd = [sys.executable, 'train.py', *config, f'--max_iters={M}', f'--lr_decay_iters={M}',
-                   f'--eval_interval={max(1, M // 3)}', '--num_threads=1']
+            cmd = [
+                sys.executable,
+                'train.py',
+                *config,
+                f'--max_iters={M}',
+                f'--lr_decay_iters={M}',
+                f'--eval_interval={max(1, M // 3)}',
+                '--num_threads=1',
+            ]
             print(' '.join(cmd[1:]) + f' > {log}', flush=True)
-            running.append((label, subprocess.Popen(cmd, stdout=open(log, 'w'),
-                                                    stderr=subprocess.STDOUT, env=env), time.time()))
+            running.append(
+                (
+                    label,
+                    subprocess.Popen(cmd, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=env),
+                    time.time(),
+                )
+            )
         time.sleep(2)
         for r in list(running):
             if r[1].poll() is not None:
@@ -93,11 +144,15 @@ def main(argv=None):
                 walls[r[0]] = time.time() - r[2]
                 if r[1].returncode:
                     sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see its train.log")
-    print(f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; {a.num_eval} "
-          f"held-out and {a.num_eval} train rows; greedy decoding, for the denoiser confidence "
-          f"order; 'given the true prefix' = teacher-forced accuracy of each answer token)\n")
-    print('| run | iterations | val exact-match | val per-position | val per-position given the '
-          'true prefix | train exact-match | expected | wall |')
+    print(
+        f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; {a.num_eval} "
+        f"held-out and {a.num_eval} train rows; greedy decoding, for the denoiser confidence "
+        f"order; 'given the true prefix' = teacher-forced accuracy of each answer token)\n"
+    )
+    print(
+        '| run | iterations | val exact-match | val per-position | val per-position given the '
+        'true prefix | train exact-match | expected | wall |'
+    )
     print('|---|---|---|---|---|---|---|---|')
     for label, _, log, expect, M in runs:
         if last_eval(log, M) is None:
@@ -107,8 +162,10 @@ def main(argv=None):
         wall = f"{walls[label] / 60:.1f} min" if label in walls else '(reused)'
         v = r['val']
         tf = pathstar.fmt(v['tf_per_position']) if 'tf_per_position' in v else '-'
-        print(f"| {label} | {M} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
-              f"{tf} | {r['train']['exact_match']:.3f} | {expect} | {wall} |")
+        print(
+            f"| {label} | {M} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
+            f"{tf} | {r['train']['exact_match']:.3f} | {expect} | {wall} |"
+        )
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ Path-star generation speed (target: >= 100k examples/s for G(2,5)), the pathstar
     python bench/pathstar_gen.py                    # G(2,5,N=50) and G(5,5,N=50), 200k + 10k
     python bench/pathstar_gen.py --d=2 --l=5 --n=1000000
 """
+
 import argparse
 import os
 import sys
@@ -28,8 +29,10 @@ def main():
             tr, va, _ = pathstar.make_incontext(d, a.l, a.N, a.n, a.n // 20, seed=rep, quiet=True)
             best = min(best, time.perf_counter() - t0)
         n = len(tr) + len(va)
-        print(f"G({d},{a.l},N={a.N}): {n:,} examples ({tr.shape[1]} tokens) in {best:.3f} s = "
-              f"{n / best:,.0f} examples/s")
+        print(
+            f"G({d},{a.l},N={a.N}): {n:,} examples ({tr.shape[1]} tokens) in {best:.3f} s = "
+            f"{n / best:,.0f} examples/s"
+        )
 
 
 if __name__ == '__main__':

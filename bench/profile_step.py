@@ -5,6 +5,7 @@ CPU time (the profiling pass in docs/RESULTS.md, Performance).
     python bench/profile_step.py config/train_shakespeare_char.py --dataset=shakespeare --num_threads=1
 Any train.py key works (e.g. --objective=mlm).
 """
+
 import os
 import sys
 
@@ -18,8 +19,9 @@ from throughput import make_step  # noqa: E402
 
 
 def main(argv=None):
-    cfg, _ = load_config(dict(train.DEFAULTS, prof_steps=5, prof_rows=12),
-                         sys.argv[1:] if argv is None else argv)
+    cfg, _ = load_config(
+        dict(train.DEFAULTS, prof_steps=5, prof_rows=12), sys.argv[1:] if argv is None else argv
+    )
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
     cfg['device'] = 'cpu'

@@ -9,6 +9,7 @@ SFT demo figures for one checkpoint (README, "SFT"):
 2. greedy answers to the first n_answers GSM8K test questions (= the val split): how many
    stop with <|end|>, contain '#### <number>', and whose number equals the reference.
 """
+
 import argparse
 import json
 import os
@@ -32,14 +33,18 @@ ANSWER = re.compile(r'####\s*(-?[\d,]*\d(?:\.\d+)?)')
 def stream_loss(model, data_dir, meta, batch_size=32):
     T = model.config.block_size
     sums, counts = np.zeros(2), np.zeros(2)
-    for tokens, mask, _ in check_split(data_dir, 'val', np.dtype(meta['dtype']), meta['vocab_size']):
+    for tokens, mask, _ in check_split(
+        data_dir, 'val', np.dtype(meta['dtype']), meta['vocab_size']
+    ):
         n = (len(tokens) - 1) // T  # windows [k*T, (k+1)*T], targets shifted by one
-        tok = torch.from_numpy(np.array(tokens[:n * T + 1]).astype(np.int64))
-        m = torch.from_numpy(np.array(mask[:n * T + 1])).double()
+        tok = torch.from_numpy(np.array(tokens[: n * T + 1]).astype(np.int64))
+        m = torch.from_numpy(np.array(mask[: n * T + 1])).double()
         for a in range(0, n, batch_size):
             idx = torch.arange(a, min(a + batch_size, n))[:, None] * T + torch.arange(T + 1)
             logits, _ = model(tok[idx[:, :-1]])
-            ce = F.cross_entropy(logits.flatten(0, 1), tok[idx[:, 1:]].flatten(), reduction='none').double()
+            ce = F.cross_entropy(
+                logits.flatten(0, 1), tok[idx[:, 1:]].flatten(), reduction='none'
+            ).double()
             w = m[idx[:, 1:]].flatten()
             sums += [(ce * w).sum().item(), ce.sum().item()]
             counts += [w.sum().item(), w.numel()]
@@ -54,9 +59,11 @@ def answers(model, meta, rows, max_new_tokens):
     examples = []
     for row in rows:
         x = torch.tensor(prompt_ids(row['question'], encode, special))[None]
-        new = model.generate(x, max_new_tokens, temperature=0, stop_token=end)[0, x.size(1):].tolist()
+        new = model.generate(x, max_new_tokens, temperature=0, stop_token=end)[
+            0, x.size(1) :
+        ].tolist()
         stopped = end in new
-        text = decode(new[:new.index(end)] if stopped else new)
+        text = decode(new[: new.index(end)] if stopped else new)
         found = ANSWER.findall(text)
         gold = row['answer'].split('####')[-1].strip().replace(',', '')
         stats['stopped'] += stopped
@@ -67,7 +74,9 @@ def answers(model, meta, rows, max_new_tokens):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument('--ckpt', required=True)
     p.add_argument('--dataset', required=True, help='folder from data/chat/prepare.py --gsm8k')
     p.add_argument('--gsm8k', default='../shared/data/gsm8k')
@@ -84,16 +93,18 @@ def main():
     t0 = time.time()
     loss_sup, loss_all = stream_loss(model, a.dataset, meta)
     with open(os.path.join(a.gsm8k, 'test.jsonl'), encoding='utf-8') as f:
-        rows = [json.loads(line) for line in f][:a.n_answers]
+        rows = [json.loads(line) for line in f][: a.n_answers]
     stats, examples = answers(model, meta, rows, a.max_new_tokens)
     n = len(rows)
     use_mask = ckpt['config'].get('use_loss_mask')
-    print(f"{a.ckpt} (use_loss_mask={use_mask}, iter {ckpt['iter_num']}): "
-          f"val loss assistant {loss_sup:.4f}, all tokens {loss_all:.4f} | {n} greedy answers: "
-          f"stop at <|end|> {stats['stopped']}/{n}, '#### <number>' {stats['formatted']}/{n} "
-          f"({100 * stats['formatted'] / max(n, 1):.0f}%), correct {stats['correct']}/{n} "
-          f"[{time.time() - t0:.0f}s]")
-    for q, e in zip(rows[:a.show], examples):
+    print(
+        f"{a.ckpt} (use_loss_mask={use_mask}, iter {ckpt['iter_num']}): "
+        f"val loss assistant {loss_sup:.4f}, all tokens {loss_all:.4f} | {n} greedy answers: "
+        f"stop at <|end|> {stats['stopped']}/{n}, '#### <number>' {stats['formatted']}/{n} "
+        f"({100 * stats['formatted'] / max(n, 1):.0f}%), correct {stats['correct']}/{n} "
+        f"[{time.time() - t0:.0f}s]"
+    )
+    for q, e in zip(rows[: a.show], examples):
         print(f"--- Q: {q['question']}\n--- A: {e}")
 
 

@@ -5,6 +5,7 @@ of the step spent in the batch function, and peak memory (CUDA) — the same tra
     python bench/throughput.py config/train_shakespeare_char.py --device=cpu --compile=False
     python bench/throughput.py ... --bench_steps=30  (any train.py key works)
 """
+
 import json
 import os
 import resource
@@ -24,14 +25,18 @@ def make_step(cfg):
     """(step, device): step() runs one optimisation step of cfg with train.py's own code
     (train.draw_batches, train.train_step) and returns the seconds spent drawing the batches.
     Shared by this script and bench/profile_step.py."""
-    device = cfg['device'] = 'cuda' if cfg['device'] == 'auto' and torch.cuda.is_available() else (
-        'cpu' if cfg['device'] == 'auto' else cfg['device'])
+    device = cfg['device'] = (
+        'cuda'
+        if cfg['device'] == 'auto' and torch.cuda.is_available()
+        else ('cpu' if cfg['device'] == 'auto' else cfg['device'])
+    )
     device_type = 'cuda' if 'cuda' in device else 'cpu'
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])
     model = train.build_model(cfg, set(), source).to(device)
-    opt = model.configure_optimizers(cfg['weight_decay'], cfg['learning_rate'],
-                                     (cfg['beta1'], cfg['beta2']), device_type)
+    opt = model.configure_optimizers(
+        cfg['weight_decay'], cfg['learning_rate'], (cfg['beta1'], cfg['beta2']), device_type
+    )
     fwd = torch.compile(model) if cfg['compile'] else model
     ctx = train.autocast_context(cfg, device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(cfg['dtype'] == 'float16'))
@@ -44,6 +49,7 @@ def make_step(cfg):
         t_batch = time.perf_counter() - t0
         train.train_step(fwd, opt, scaler, micro, cfg, ctx, [i] * len(micro))
         return t_batch
+
     return step, device
 
 
@@ -63,11 +69,17 @@ def measure(cfg, steps=20, warmup=5):
             batch_t.append(t_batch)
     ms = statistics.median(step_t) * 1000
     tokens = cfg['batch_size'] * cfg['block_size'] * cfg['gradient_accumulation_steps']
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if use_cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {'ms_per_step': ms, 'tokens_per_s': tokens / (ms / 1000),
-            'batch_share': statistics.median(batch_t) / statistics.median(step_t),
-            'peak_mem_mib': peak}
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if use_cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        'ms_per_step': ms,
+        'tokens_per_s': tokens / (ms / 1000),
+        'batch_share': statistics.median(batch_t) / statistics.median(step_t),
+        'peak_mem_mib': peak,
+    }
 
 
 def main(argv=None):
@@ -76,10 +88,12 @@ def main(argv=None):
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
     r = measure(cfg, cfg['bench_steps'], cfg['bench_warmup'])
-    print(f"{cfg['objective']} {cfg['dataset']} B={cfg['batch_size']} T={cfg['block_size']} "
-          f"L={cfg['n_layer']} C={cfg['n_embd']} threads={torch.get_num_threads()}: "
-          f"{r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, batch function "
-          f"{100 * r['batch_share']:.1f}% of the step, peak memory {r['peak_mem_mib']:.0f} MiB")
+    print(
+        f"{cfg['objective']} {cfg['dataset']} B={cfg['batch_size']} T={cfg['block_size']} "
+        f"L={cfg['n_layer']} C={cfg['n_embd']} threads={torch.get_num_threads()}: "
+        f"{r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, batch function "
+        f"{100 * r['batch_share']:.1f}% of the step, peak memory {r['peak_mem_mib']:.0f} MiB"
+    )
     if cfg['bench_json']:  # one machine-readable line for bench/objectives.py
         print('JSON ' + json.dumps(r))
     return r

@@ -20,6 +20,7 @@ def shakespeare_text(n_chars=200_000):
         with open(path, encoding='utf-8') as f:
             return f.read(n_chars)
     import random
+
     rnd = random.Random(0)
     words = ['the', 'king', 'shall', 'speak', 'of', 'love', 'and', 'death', 'my', 'lord']
     return '\n'.join(' '.join(rnd.choice(words) for _ in range(8)) for _ in range(n_chars // 40))
@@ -33,14 +34,26 @@ def data_root(tmp_path_factory):
     src.write_text(shakespeare_text())
     sys.path.insert(0, os.path.join(ROOT, 'data', 'shakespeare_char'))
     from prepare import main as prepare_char
+
     sys.path.pop(0)
     prepare_char(['--input', str(src), '--out_dir', str(root / 'tiny_char')])
     return str(root)
 
 
-TINY = ['--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
-        '--block_size=32', '--batch_size=8', '--eval_iters=2', '--log_interval=1',
-        '--warmup_iters=0', '--learning_rate=3e-3', '--min_lr=3e-4']
+TINY = [
+    '--device=cpu',
+    '--compile=False',
+    '--n_layer=2',
+    '--n_head=2',
+    '--n_embd=32',
+    '--block_size=32',
+    '--batch_size=8',
+    '--eval_iters=2',
+    '--log_interval=1',
+    '--warmup_iters=0',
+    '--learning_rate=3e-3',
+    '--min_lr=3e-4',
+]
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Imports go one way: helpers -> model -> checkpoint -> domain modules -> batches -> scripts.
 No project import inside a function, no import circle, and every module imports on its own."""
+
 import ast
 import glob
 import os
@@ -10,9 +11,18 @@ from conftest import ROOT
 
 # the layer of each top-level module: a module imports only modules of a lower layer
 LAYERS = {
-    'utils': 0, 'configurator': 1, 'model': 2, 'checkpoint': 3,
-    'mlm': 4, 'mtp': 4, 'chat': 4, 'diffusion': 4, 'pathstar': 5,
-    'batches': 6, 'train': 7, 'sample': 7,
+    'utils': 0,
+    'configurator': 1,
+    'model': 2,
+    'checkpoint': 3,
+    'mlm': 4,
+    'mtp': 4,
+    'chat': 4,
+    'diffusion': 4,
+    'pathstar': 5,
+    'batches': 6,
+    'train': 7,
+    'sample': 7,
 }
 
 
@@ -43,8 +53,11 @@ def test_no_project_import_inside_a_function():
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(fn):
-                    bad += [f"{os.path.relpath(path, ROOT)}:{node.lineno} imports {m}"
-                            for m in imported_modules(node) if m in project]
+                    bad += [
+                        f"{os.path.relpath(path, ROOT)}:{node.lineno} imports {m}"
+                        for m in imported_modules(node)
+                        if m in project
+                    ]
     assert not bad, bad
 
 
@@ -61,9 +74,12 @@ def test_imports_follow_the_layers_and_have_no_circle():
 def test_every_module_imports_on_its_own():
     """Each module in a fresh interpreter state (project modules unloaded in between): an
     import order that only works after another module was loaded fails here."""
-    code = ("import importlib, sys\nnames = sys.argv[1:]\nfor n in names:\n"
-            "    for m in names: sys.modules.pop(m, None)\n    importlib.import_module(n)\n"
-            "print('ok', len(names))")
-    out = subprocess.run([sys.executable, '-c', code, *LAYERS], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    code = (
+        "import importlib, sys\nnames = sys.argv[1:]\nfor n in names:\n"
+        "    for m in names: sys.modules.pop(m, None)\n    importlib.import_module(n)\n"
+        "print('ok', len(names))"
+    )
+    out = subprocess.run(
+        [sys.executable, '-c', code, *LAYERS], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0 and out.stdout.strip() == f'ok {len(LAYERS)}', out.stderr[-2000:]

@@ -1,5 +1,6 @@
 """Masked diffusion: masking statistics, remasking inputs/targets, extra ids, checkpoint names,
 the sampler's schedule, orders, remasking and NFE (diffusion.py, batches.py, sample.py)."""
+
 import math
 import os
 import pickle
@@ -17,8 +18,14 @@ from utils import DataError
 
 
 def make_source(data_root, objective='unmasking', dataset='tiny_char', **over):
-    cfg = {**train.DEFAULTS, 'data_root': data_root, 'dataset': dataset, 'block_size': 32,
-           'objective': objective, **over}
+    cfg = {
+        **train.DEFAULTS,
+        'data_root': data_root,
+        'dataset': dataset,
+        'block_size': 32,
+        'objective': objective,
+        **over,
+    }
     return batches.make_source(cfg, seed=0)
 
 
@@ -35,8 +42,13 @@ def rows_root(tmp_path_factory):
         rows[:, 10:] = 1
         rows[1::2, 9] = 1
         rows.tofile(d / f'{split}.bin')
-    meta = {'vocab_size': 20, 'row_len': 12, 'answer_start': 6, 'answer_len': 4,
-            'special_tokens': {'PAD': 1, 'PAUSE': 0}}
+    meta = {
+        'vocab_size': 20,
+        'row_len': 12,
+        'answer_start': 6,
+        'answer_len': 4,
+        'special_tokens': {'PAD': 1, 'PAUSE': 0},
+    }
     (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
     return str(root)
 
@@ -91,7 +103,10 @@ def test_rows_mask_only_real_answer_positions(rows_root):
 
 @pytest.mark.parametrize('loss_type', ['all_positions', 'corrupted_only'])
 def test_remasking_inputs_and_targets(data_root, loss_type):
-    src, V = make_source(data_root, 'remasking', remasking_loss_type=loss_type), base_vocab(data_root)
+    src, V = (
+        make_source(data_root, 'remasking', remasking_loss_type=loss_type),
+        base_vocab(data_root),
+    )
     b = src.get_batch('train', 256, torch.Generator().manual_seed(3))
     tok = src.clean('train', 256, torch.Generator().manual_seed(3))[0]
     wrong = b['x'] != tok
@@ -116,6 +131,7 @@ def test_on_policy_corruptions_are_the_denoisers_samples(data_root, tiny_args, t
         def forward(self, x, attention_mask=None):
             self.seen = x
             return torch.nn.functional.one_hot(torch.full_like(x, 5), V + 2).float() * 50, None
+
     src.denoiser = AlwaysE()
     b = src.get_batch('train', 64, torch.Generator().manual_seed(4))
     tok = src.clean('train', 64, torch.Generator().manual_seed(4))[0]
@@ -142,8 +158,16 @@ def test_checkpoint_names_meta_and_val_metrics(tiny_args, data_root, tmp_path):
     e0 = h['eval'][0]  # an untrained model is ~uniform over V+2 ids: ~log2(V+2) bits per token
     assert e0['val_masked_ce'] == pytest.approx(math.log(V + 2), rel=0.05)
     assert e0['val_bound_bpt'] == pytest.approx(math.log2(V + 2), rel=0.25)
-    h = train.main(tiny_args + ['--objective=remasking', '--remasking_loss_type=corrupted_only',
-                                '--max_iters=30', '--eval_interval=30', f'--out_dir={tmp_path}/r'])
+    h = train.main(
+        tiny_args
+        + [
+            '--objective=remasking',
+            '--remasking_loss_type=corrupted_only',
+            '--max_iters=30',
+            '--eval_interval=30',
+            f'--out_dir={tmp_path}/r',
+        ]
+    )
     assert os.path.exists(tmp_path / 'r' / 'ckpt_remasking_corrupted_only_30.pt')
     assert h['eval'][-1]['clean_as_wrong'] > 0.9  # the collapse: every target it saw was WRONG
 
@@ -179,14 +203,16 @@ def test_confidence_and_margin_orders_and_semi_ar_blocks():
     logits[torch.arange(L), torch.arange(L) % 4] = peak
     for order in ('confidence', 'margin'):
         model = Recorder(logits)
-        out, _ = diffusion.diffusion_sample(model, torch.full((2, L), mask), L, mask, 4,
-                                            order=order, temperature=0)
+        out, _ = diffusion.diffusion_sample(
+            model, torch.full((2, L), mask), L, mask, 4, order=order, temperature=0
+        )
         first_masked = [int((x[0] == mask).nonzero()[-1]) for x in model.inputs]
         assert first_masked == list(range(L - 1, -1, -1))  # most confident (rightmost) first
         assert torch.equal(out[0], torch.arange(L) % 4)
     model = Recorder(logits)
-    diffusion.diffusion_sample(model, torch.full((1, L), mask), 4, mask, 4, order='confidence',
-                               block_len=4)
+    diffusion.diffusion_sample(
+        model, torch.full((1, L), mask), 4, mask, 4, order='confidence', block_len=4
+    )
     x2 = model.inputs[2][0]  # start of block 2: block 1 done, block 2 untouched
     assert not (x2[:4] == mask).any() and (x2[4:] == mask).all()
     with pytest.raises(ValueError, match='steps=1 < 2 blocks'):
@@ -196,15 +222,17 @@ def test_confidence_and_margin_orders_and_semi_ar_blocks():
 def test_random_and_learned_remasking_budget_ids_and_nfe():
     L, V, mask, wrong = 12, 7, 5, 6
     model = Recorder(torch.randn(L, V, generator=torch.Generator().manual_seed(1)))
-    out, info = diffusion.diffusion_sample(model, torch.full((4, L), mask), 6, mask, 5,
-                                           remask='random', remask_ratio=0.5)
+    out, info = diffusion.diffusion_sample(
+        model, torch.full((4, L), mask), 6, mask, 5, remask='random', remask_ratio=0.5
+    )
     assert info['nfe'] == 6 and len(info['remasked']) == 5 and not (out == mask).any()
     assert [int(r[0]) for r in info['remasked']] == [1] * 5  # round(0.5 * 2) per step
     # steps 1..5 commit the 2 scheduled tokens plus the one sent back
     assert [int(c[0]) for c in info['committed']] == [2, 3, 3, 3, 3, 3]
     # one token per step: the 0.25 budget carries over (a remask every 4th step), never rounds to 0
-    _, info = diffusion.diffusion_sample(model, torch.full((1, L), mask), L, mask, 5,
-                                         remask='random', remask_ratio=0.25)
+    _, info = diffusion.diffusion_sample(
+        model, torch.full((1, L), mask), L, mask, 5, remask='random', remask_ratio=0.25
+    )
     assert [int(r[0]) for r in info['remasked']] == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]
 
     class Remasker(torch.nn.Module):  # says position 0 is WRONG, everything else fine
@@ -218,12 +246,22 @@ def test_random_and_learned_remasking_budget_ids_and_nfe():
             lg[..., 0] = 1.0
             lg[:, 0, wrong] = 20.0
             return lg, None
+
     logits = torch.zeros(L, V)
     logits[0, 2] = 30.0  # position 0 is the most confident: committed first
     model, rm = Recorder(logits), Remasker()
-    out, info = diffusion.diffusion_sample(model, torch.full((2, L), mask), 4, mask, 5,
-                                           order='confidence', remask='learned', remasker=rm,
-                                           wrong_id=wrong, remask_ratio=1.0)
+    out, info = diffusion.diffusion_sample(
+        model,
+        torch.full((2, L), mask),
+        4,
+        mask,
+        5,
+        order='confidence',
+        remask='learned',
+        remasker=rm,
+        wrong_id=wrong,
+        remask_ratio=1.0,
+    )
     assert info['nfe'] == 4 + 3 and len(rm.inputs) == 3
     for x in rm.inputs:  # the remasker sees full drafts of base tokens, as in training
         assert x.shape == (2, L) and x.max() < 5
@@ -245,11 +283,27 @@ def test_gumbel_sampling_is_float64_categorical():
 
 def test_sample_py_diffusion_mode_end_to_end(tiny_args, tmp_path):
     train.main(tiny_args + ['--objective=unmasking', '--max_iters=2', '--eval_interval=100'])
-    train.main(tiny_args + ['--objective=remasking', '--max_iters=2', '--eval_interval=100',
-                            f'--out_dir={tmp_path}/rm'])
-    args = [f'--out_dir={tmp_path}/out', '--mode=diffusion', '--num_samples=2', '--steps=8',
-            '--start=ROMEO:', '--length=24']
-    for extra in (['--order=random'], ['--remask=learned', f'--remasker_ckpt={tmp_path}/rm/ckpt.pt']):
+    train.main(
+        tiny_args
+        + [
+            '--objective=remasking',
+            '--max_iters=2',
+            '--eval_interval=100',
+            f'--out_dir={tmp_path}/rm',
+        ]
+    )
+    args = [
+        f'--out_dir={tmp_path}/out',
+        '--mode=diffusion',
+        '--num_samples=2',
+        '--steps=8',
+        '--start=ROMEO:',
+        '--length=24',
+    ]
+    for extra in (
+        ['--order=random'],
+        ['--remask=learned', f'--remasker_ckpt={tmp_path}/rm/ckpt.pt'],
+    ):
         outs = sample.main(args + extra)
         assert len(outs) == 2 and all(o.startswith('ROMEO:') and len(o) == 24 for o in outs)
     with pytest.raises(ConfigError, match='not a remasking checkpoint'):
@@ -264,22 +318,31 @@ def test_path_accuracy_decodes_answers_and_traces_the_order():
     order commits goal first (then backwards), is exact; random order is exact too but in
     another order; the graph/query prefix is never changed."""
     import torch
+
     from diffusion import path_accuracy
+
     base, a, L, T = 20, 6, 5, 12
-    meta = {'base_vocab_size': base, 'mask_token_id': base, 'wrong_token_id': base + 1,
-            'answer_start': a, 'answer_len': L, 'special_tokens': {'PAD': 19}}
+    meta = {
+        'base_vocab_size': base,
+        'mask_token_id': base,
+        'wrong_token_id': base + 1,
+        'answer_start': a,
+        'answer_len': L,
+        'special_tokens': {'PAD': 19},
+    }
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(0, 18, (40, T), generator=g)
-    rows[:, a + L:] = 19  # PAD after the answer
+    rows[:, a + L :] = 19  # PAD after the answer
 
     class Oracle(torch.nn.Module):
         def forward(self, x, attention_mask=None):
-            assert attention_mask is not None and not attention_mask[:, a + L:].any()
-            assert (x[:, :a] == rows[:len(x), :a]).all()  # prompt intact
+            assert attention_mask is not None and not attention_mask[:, a + L :].any()
+            assert (x[:, :a] == rows[: len(x), :a]).all()  # prompt intact
             logits = torch.zeros(*x.shape, base + 2)
             sure = torch.arange(T, dtype=torch.float) * 0.5 + 1.0  # later position = surer
-            logits.scatter_(2, rows[:len(x), :, None], sure[None, :, None].expand(len(x), T, 1))
+            logits.scatter_(2, rows[: len(x), :, None], sure[None, :, None].expand(len(x), T, 1))
             return logits, None
+
     r = path_accuracy(Oracle(), rows, meta, 'confidence')
     assert r['exact_match'] == 1.0 and r['order'] == [4.0, 3.0, 2.0, 1.0, 0.0]
     r = path_accuracy(Oracle(), rows, meta, 'random')
@@ -288,23 +351,41 @@ def test_path_accuracy_decodes_answers_and_traces_the_order():
     r = path_accuracy(Oracle(), rows, meta, 'confidence', steps=1)  # one parallel pass
     assert r['exact_match'] == 1.0 and r['order'] == [0.0] * L
     from diffusion import single_position_accuracy
+
     assert single_position_accuracy(Oracle(), rows, meta) == [1.0] * L
 
     class Blind(Oracle):  # right everywhere except where the input is [MASK]
         def forward(self, x, attention_mask=None):
             logits, _ = super().forward(x, attention_mask)
             return torch.where((x == base)[..., None], -logits, logits), None
+
     assert single_position_accuracy(Blind(), rows, meta) == [0.0] * L
 
 
 def test_remasker_with_other_special_ids_is_refused(tiny_args, tmp_path):
     import torch
+
     train.main(tiny_args + ['--objective=unmasking', '--max_iters=1', '--eval_interval=100'])
-    train.main(tiny_args + ['--objective=remasking', '--max_iters=1', '--eval_interval=100',
-                            f'--out_dir={tmp_path}/rm'])
+    train.main(
+        tiny_args
+        + [
+            '--objective=remasking',
+            '--max_iters=1',
+            '--eval_interval=100',
+            f'--out_dir={tmp_path}/rm',
+        ]
+    )
     ck = torch.load(f'{tmp_path}/rm/ckpt.pt', weights_only=False)
     ck['meta']['wrong_token_id'] += 1  # e.g. trained on another base vocabulary
     torch.save(ck, f'{tmp_path}/rm_other.pt')
     with pytest.raises(ConfigError, match='not a remasking checkpoint with wrong id'):
-        sample.main([f'--out_dir={tmp_path}/out', '--mode=diffusion', '--steps=4', '--length=8',
-                     '--remask=learned', f'--remasker_ckpt={tmp_path}/rm_other.pt'])
+        sample.main(
+            [
+                f'--out_dir={tmp_path}/out',
+                '--mode=diffusion',
+                '--steps=4',
+                '--length=8',
+                '--remask=learned',
+                f'--remasker_ckpt={tmp_path}/rm_other.pt',
+            ]
+        )

@@ -1,6 +1,7 @@
 """Hybrid objective (one model drafts [MASK] positions and flags wrong tokens in the same pass):
 corruption and targets (diffusion.hybrid_corrupt, batches.Hybrid), remask='self' in the sampler
 (one NFE per step), sample.py / bench checks, and a train.py smoke run."""
+
 import contextlib
 import io
 import math
@@ -17,16 +18,21 @@ import batches
 import diffusion
 import sample
 import train
-from configurator import ConfigError
+from configurator import ConfigError, run_cli
 from conftest import TINY
 from model import GPT, GPTConfig
-from configurator import run_cli
 from utils import DataError
 
 
 def make_source(data_root, objective='hybrid', dataset='tiny_char', **over):
-    cfg = {**train.DEFAULTS, 'data_root': data_root, 'dataset': dataset, 'block_size': 32,
-           'objective': objective, **over}
+    cfg = {
+        **train.DEFAULTS,
+        'data_root': data_root,
+        'dataset': dataset,
+        'block_size': 32,
+        'objective': objective,
+        **over,
+    }
     return batches.make_source(cfg, seed=0)
 
 
@@ -48,8 +54,13 @@ def rows_root(tmp_path_factory):
         rows[:, 10:] = 1
         rows[1::2, 9] = 1
         rows.tofile(d / f'{split}.bin')
-    meta = {'vocab_size': 20, 'row_len': 12, 'answer_start': 6, 'answer_len': 4,
-            'special_tokens': {'PAD': 1, 'PAUSE': 0}}
+    meta = {
+        'vocab_size': 20,
+        'row_len': 12,
+        'answer_start': 6,
+        'answer_len': 4,
+        'special_tokens': {'PAD': 1, 'PAUSE': 0},
+    }
     (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
     return str(root)
 
@@ -62,37 +73,51 @@ def runs(data_root, tmp_path_factory):
     base = TINY + [f'--data_root={data_root}', '--dataset=tiny_char']
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
-        hist = train.main(base + ['--objective=hybrid', '--max_iters=6', '--eval_interval=3',
-                                  f'--out_dir={root}/hy'])
-    train.main(base + ['--objective=unmasking', '--max_iters=1', '--eval_interval=100',
-                       f'--out_dir={root}/un'])
+        hist = train.main(
+            base
+            + ['--objective=hybrid', '--max_iters=6', '--eval_interval=3', f'--out_dir={root}/hy']
+        )
+    train.main(
+        base
+        + ['--objective=unmasking', '--max_iters=1', '--eval_interval=100', f'--out_dir={root}/un']
+    )
     train.main(base + ['--max_iters=1', '--eval_interval=100', f'--out_dir={root}/judge'])
-    return dict(root=root, hist=hist, log=log.getvalue(), hybrid=f'{root}/hy/ckpt.pt',
-                unmasking=f'{root}/un/ckpt.pt', judge=f'{root}/judge/ckpt.pt')
+    return dict(
+        root=root,
+        hist=hist,
+        log=log.getvalue(),
+        hybrid=f'{root}/hy/ckpt.pt',
+        unmasking=f'{root}/un/ckpt.pt',
+        judge=f'{root}/judge/ckpt.pt',
+    )
 
 
 # ---- (a) corruption and targets ----
 
+
 def test_hybrid_corrupt_on_a_hand_built_batch():
     M, W = 10, 11  # mask and wrong ids of a base vocabulary of 10
-    tok = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8],
-                        [8, 7, 6, 5, 4, 3, 2, 1]])
-    maskable = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 0],  # 0, 7: prompt / PAD
-                             [1, 1, 1, 1, 1, 1, 0, 0]], dtype=torch.bool)
-    chosen = torch.tensor([[0, 1, 1, 1, 0, 1, 0, 0],
-                           [1, 1, 0, 1, 1, 0, 0, 0]], dtype=torch.bool)
-    to_wrong = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0],
-                             [0, 1, 0, 0, 1, 0, 0, 0]], dtype=torch.bool)
-    proposals = torch.tensor([[9, 9, 0, 4, 9, 9, 9, 9],  # (0, 3): proposes the original 4
-                              [9, 0, 9, 9, 9, 9, 9, 9]])
+    tok = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1]])
+    maskable = torch.tensor(
+        [
+            [0, 1, 1, 1, 1, 1, 1, 0],  # 0, 7: prompt / PAD
+            [1, 1, 1, 1, 1, 1, 0, 0],
+        ],
+        dtype=torch.bool,
+    )
+    chosen = torch.tensor([[0, 1, 1, 1, 0, 1, 0, 0], [1, 1, 0, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    to_wrong = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 0], [0, 1, 0, 0, 1, 0, 0, 0]], dtype=torch.bool)
+    proposals = torch.tensor(
+        [
+            [9, 9, 0, 4, 9, 9, 9, 9],  # (0, 3): proposes the original 4
+            [9, 0, 9, 9, 9, 9, 9, 9],
+        ]
+    )
     x, y, masked, wrong = diffusion.hybrid_corrupt(tok, maskable, chosen, to_wrong, proposals, M, W)
-    assert x.tolist() == [[1, M, 0, 4, 5, M, 7, 8],
-                          [M, 0, 6, M, 9, 3, 2, 1]]
-    assert y.tolist() == [[-1, 2, W, 4, 5, 6, 7, -1],
-                          [8, W, 6, 5, W, 3, -1, -1]]
+    assert x.tolist() == [[1, M, 0, 4, 5, M, 7, 8], [M, 0, 6, M, 9, 3, 2, 1]]
+    assert y.tolist() == [[-1, 2, W, 4, 5, 6, 7, -1], [8, W, 6, 5, W, 3, -1, -1]]
     assert masked.tolist() == (chosen & ~to_wrong).tolist()
-    assert wrong.tolist() == [[0, 0, 1, 0, 0, 0, 0, 0],
-                              [0, 1, 0, 0, 1, 0, 0, 0]]
+    assert wrong.tolist() == [[0, 0, 1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 1, 0, 0, 0]]
 
 
 def test_row_batch_targets_with_prompt_and_pad(rows_root):
@@ -135,22 +160,28 @@ def test_wrong_share_of_chosen_positions_is_hybrid_wrong_frac(data_root, frac):
     src.get_batch('val', 8, torch.Generator().manual_seed(0))
     assert src.diagnostics() == d  # val batches leave the training diagnostics alone
     if frac == 0.0:  # no wrong tokens: the denoiser's inputs, drawn from the same randomness
-        un = make_source(data_root, 'unmasking').get_batch('train', 1024,
-                                                           torch.Generator().manual_seed(5))
+        un = make_source(data_root, 'unmasking').get_batch(
+            'train', 1024, torch.Generator().manual_seed(5)
+        )
         assert isinstance(src, batches.Hybrid) and torch.equal(b['x'], un['x'])
         assert torch.equal(b['y'][b['masked']], un['y'][un['y'] != -1])
 
 
 def test_self_source_uses_the_frozen_denoisers_drafts(data_root, runs):
     V = base_vocab(data_root)
-    src = make_source(data_root, hybrid_wrong_frac=0.5, hybrid_wrong_source='self',
-                      hybrid_denoiser=runs['unmasking'])
+    src = make_source(
+        data_root,
+        hybrid_wrong_frac=0.5,
+        hybrid_wrong_source='self',
+        hybrid_denoiser=runs['unmasking'],
+    )
     assert src.run_tag == 'hybrid_self' and src.meta['hybrid_denoiser'] == runs['unmasking']
 
     class AlwaysE(torch.nn.Module):  # a "denoiser" that always proposes token 5
         def forward(self, x, attention_mask=None):
             self.seen = x
             return torch.nn.functional.one_hot(torch.full_like(x, 5), V + 2).float() * 50, None
+
     src.denoiser = AlwaysE()
     b = src.get_batch('train', 64, torch.Generator().manual_seed(4))
     tok = src.clean('train', 64, torch.Generator().manual_seed(4))[0]
@@ -169,13 +200,16 @@ def test_self_source_uses_the_frozen_denoisers_drafts(data_root, runs):
     assert b['x'].max() <= V and (b['x'][b['wrong']] < V).all()
 
 
-@pytest.mark.parametrize('over, match', [
-    (dict(hybrid_wrong_frac=1.0), 'hybrid_wrong_frac=1.0'),
-    (dict(hybrid_wrong_frac=-0.1), 'hybrid_wrong_frac=-0.1'),
-    (dict(hybrid_wrong_source='model'), "hybrid_wrong_source='model'"),
-    (dict(hybrid_wrong_source='self'), "'self' needs a frozen denoiser"),
-    (dict(hybrid_denoiser='x.pt'), "'uniform' takes none"),
-])
+@pytest.mark.parametrize(
+    'over, match',
+    [
+        (dict(hybrid_wrong_frac=1.0), 'hybrid_wrong_frac=1.0'),
+        (dict(hybrid_wrong_frac=-0.1), 'hybrid_wrong_frac=-0.1'),
+        (dict(hybrid_wrong_source='model'), "hybrid_wrong_source='model'"),
+        (dict(hybrid_wrong_source='self'), "'self' needs a frozen denoiser"),
+        (dict(hybrid_denoiser='x.pt'), "'uniform' takes none"),
+    ],
+)
 def test_bad_config_is_a_config_error(data_root, over, match):
     with pytest.raises(ConfigError, match=match):
         make_source(data_root, **over)
@@ -200,8 +234,9 @@ class FakeHybrid(torch.nn.Module):
     def __init__(self, flag=(), flag_masked=False):
         super().__init__()
         g = torch.Generator().manual_seed(0)
-        self.logits = torch.cat([torch.randn(L, BASE, generator=g) * 2,
-                                 torch.full((L, 2), -30.0)], 1)
+        self.logits = torch.cat(
+            [torch.randn(L, BASE, generator=g) * 2, torch.full((L, 2), -30.0)], 1
+        )
         self.logits[2, 0] = 20.0
         self.flag, self.flag_masked, self.inputs = list(flag), flag_masked, []
 
@@ -222,8 +257,11 @@ class ForcedWrong(torch.nn.Module):
     def __init__(self, pos):
         super().__init__()
         torch.manual_seed(0)
-        self.gpt = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=L, vocab_size=BASE + 2,
-                                 causal=False))
+        self.gpt = GPT(
+            GPTConfig(
+                n_layer=1, n_head=2, n_embd=16, block_size=L, vocab_size=BASE + 2, causal=False
+            )
+        )
         self.pos, self.inputs = pos, []
 
     def forward(self, x, attention_mask=None):
@@ -245,10 +283,19 @@ def remasked_positions(inputs, s):
 def test_self_remask_one_nfe_per_step_remasks_the_flagged_position(order, block_len, kind):
     model = FakeHybrid(flag=[2]) if kind == 'fake' else ForcedWrong(pos=2)
     steps = 9
-    out, info = diffusion.diffusion_sample(model, torch.full((3, L), MASK), steps, MASK, BASE,
-                                           order=order, block_len=block_len, remask='self',
-                                           remask_ratio=1.0, wrong_id=WRONG,
-                                           gen=torch.Generator().manual_seed(1))
+    out, info = diffusion.diffusion_sample(
+        model,
+        torch.full((3, L), MASK),
+        steps,
+        MASK,
+        BASE,
+        order=order,
+        block_len=block_len,
+        remask='self',
+        remask_ratio=1.0,
+        wrong_id=WRONG,
+        gen=torch.Generator().manual_seed(1),
+    )
     assert info['nfe'] == steps == len(model.inputs)  # no second model call
     assert not (out == MASK).any() and out.max() < BASE and len(info['remasked']) == steps - 1
     n_back = 0
@@ -263,9 +310,17 @@ def test_self_remask_one_nfe_per_step_remasks_the_flagged_position(order, block_
 
 def test_self_remask_never_sends_back_a_token_committed_in_the_same_step():
     model = FakeHybrid(flag=range(L), flag_masked=True)  # P(WRONG) ~ 1 everywhere, [MASK] too
-    _, info = diffusion.diffusion_sample(model, torch.full((2, L), MASK), 6, MASK, BASE,
-                                         order='confidence', remask='self', remask_ratio=1.0,
-                                         wrong_id=WRONG)
+    _, info = diffusion.diffusion_sample(
+        model,
+        torch.full((2, L), MASK),
+        6,
+        MASK,
+        BASE,
+        order='confidence',
+        remask='self',
+        remask_ratio=1.0,
+        wrong_id=WRONG,
+    )
     assert info['remasked'][0].tolist() == [0, 0]  # step 0: nothing was committed in its input
     for s in range(1, 5):
         back = remasked_positions(model.inputs, s)
@@ -275,33 +330,60 @@ def test_self_remask_never_sends_back_a_token_committed_in_the_same_step():
 @pytest.mark.parametrize('order', ['random', 'confidence'])
 def test_self_remask_below_threshold_is_exactly_no_remasking(order):
     kw = dict(order=order, remask_ratio=1.0, wrong_id=WRONG)
-    ref, _ = diffusion.diffusion_sample(FakeHybrid(), torch.full((4, L), MASK), 6, MASK, BASE,
-                                        remask='none', gen=torch.Generator().manual_seed(2), **kw)
-    out, info = diffusion.diffusion_sample(FakeHybrid(), torch.full((4, L), MASK), 6, MASK, BASE,
-                                           remask='self', gen=torch.Generator().manual_seed(2),
-                                           **kw)
+    ref, _ = diffusion.diffusion_sample(
+        FakeHybrid(),
+        torch.full((4, L), MASK),
+        6,
+        MASK,
+        BASE,
+        remask='none',
+        gen=torch.Generator().manual_seed(2),
+        **kw,
+    )
+    out, info = diffusion.diffusion_sample(
+        FakeHybrid(),
+        torch.full((4, L), MASK),
+        6,
+        MASK,
+        BASE,
+        remask='self',
+        gen=torch.Generator().manual_seed(2),
+        **kw,
+    )
     assert torch.equal(out, ref) and sum(int(r.sum()) for r in info['remasked']) == 0
     # threshold 1.0: even a flag with P(WRONG) ~ 1 is not above it
-    out, info = diffusion.diffusion_sample(FakeHybrid(flag=[2]), torch.full((4, L), MASK), 6, MASK,
-                                           BASE, remask='self', remask_threshold=1.0,
-                                           gen=torch.Generator().manual_seed(2), **kw)
+    out, info = diffusion.diffusion_sample(
+        FakeHybrid(flag=[2]),
+        torch.full((4, L), MASK),
+        6,
+        MASK,
+        BASE,
+        remask='self',
+        remask_threshold=1.0,
+        gen=torch.Generator().manual_seed(2),
+        **kw,
+    )
     assert torch.equal(out, ref) and sum(int(r.sum()) for r in info['remasked']) == 0
 
 
 def test_self_remask_needs_a_wrong_output():
     with pytest.raises(ValueError, match="remask='self' needs wrong_id"):
-        diffusion.diffusion_sample(FakeHybrid(), torch.full((1, L), MASK), 4, MASK, BASE,
-                                   remask='self')
+        diffusion.diffusion_sample(
+            FakeHybrid(), torch.full((1, L), MASK), 4, MASK, BASE, remask='self'
+        )
 
     class BaseOnly(torch.nn.Module):
         def forward(self, x, attention_mask=None):
             return torch.zeros(*x.shape, BASE + 1), None  # base + [MASK]: no WRONG output
+
     with pytest.raises(ValueError, match='needs a model with a WRONG output'):
-        diffusion.diffusion_sample(BaseOnly(), torch.full((1, L), MASK), 4, MASK, BASE,
-                                   remask='self', wrong_id=WRONG)
+        diffusion.diffusion_sample(
+            BaseOnly(), torch.full((1, L), MASK), 4, MASK, BASE, remask='self', wrong_id=WRONG
+        )
 
 
 # ---- (c) sample.py ----
+
 
 def test_sample_py_remask_self(runs, capsys, monkeypatch):
     args = ['--mode=diffusion', '--num_samples=2', '--steps=8', '--start=ROMEO:', '--length=24']
@@ -310,41 +392,59 @@ def test_sample_py_remask_self(runs, capsys, monkeypatch):
         assert len(outs) == 2 and all(o.startswith('ROMEO:') and len(o) == 24 for o in outs)
         assert 'NFE per sample: 8\n' in capsys.readouterr().out
     un = runs['unmasking']
-    with pytest.raises(ConfigError, match=re.escape(f"--remask=self needs a checkpoint trained "
-                                                    f"with --objective=hybrid; {un} has objective "
-                                                    f"'unmasking'")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"--remask=self needs a checkpoint trained "
+            f"with --objective=hybrid; {un} has objective "
+            f"'unmasking'"
+        ),
+    ):
         sample.main([f'--ckpt={un}', '--remask=self'] + args)
     argv = ['sample.py', f'--ckpt={un}', '--remask=self'] + args
     monkeypatch.setattr(sys, 'argv', argv)
     with pytest.raises(SystemExit, match=r'^error: --remask=self needs'):
         run_cli(sample.main)
     with pytest.raises(ConfigError, match='not a remasking checkpoint'):  # load_remasker's check
-        sample.main([f'--ckpt={un}', '--remask=learned', f'--remasker_ckpt={runs["hybrid"]}']
-                    + args)
+        sample.main(
+            [f'--ckpt={un}', '--remask=learned', f'--remasker_ckpt={runs["hybrid"]}'] + args
+        )
 
 
 def test_bench_self_remask_rows(runs, data_root, tmp_path):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(
         'diffusion_eval',
-        os.path.join(os.path.dirname(train.__file__), 'bench', 'diffusion_eval.py'))
+        os.path.join(os.path.dirname(train.__file__), 'bench', 'diffusion_eval.py'),
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = [f'--denoiser={runs["hybrid"]}', f'--judge={runs["judge"]}', '--num_samples=4',
-            '--length=16', '--nfe=4', f'--data_dir={data_root}/tiny_char',
-            f'--png={tmp_path}/p.png']
+    args = [
+        f'--denoiser={runs["hybrid"]}',
+        f'--judge={runs["judge"]}',
+        '--num_samples=4',
+        '--length=16',
+        '--nfe=4',
+        f'--data_dir={data_root}/tiny_char',
+        f'--png={tmp_path}/p.png',
+    ]
     plain = [r['strategy'] for r in bench.main(args)]
     rows = bench.main(args + ['--self_remask=True'])
-    assert [r['strategy'] for r in rows] == plain + ['random order + self remask',
-                                                     'confidence + self remask']
+    assert [r['strategy'] for r in rows] == plain + [
+        'random order + self remask',
+        'confidence + self remask',
+    ]
     for r in rows[-2:]:
         assert r['nfe'] == r['steps'] == 4 and math.isfinite(r['nll'])
     with pytest.raises(ConfigError, match='--remask=self'):
-        bench.main([a.replace(runs['hybrid'], runs['unmasking']) for a in args]
-                   + ['--self_remask=True'])
+        bench.main(
+            [a.replace(runs['hybrid'], runs['unmasking']) for a in args] + ['--self_remask=True']
+        )
 
 
 # ---- (d) train.py ----
+
 
 def test_train_smoke_losses_eval_keys_checkpoint_and_diagnostics(runs, data_root):
     V = base_vocab(data_root)
@@ -371,9 +471,16 @@ def test_train_smoke_losses_eval_keys_checkpoint_and_diagnostics(runs, data_root
 
 
 def test_train_smoke_on_policy(tiny_args, runs, tmp_path):
-    h = train.main(tiny_args + ['--objective=hybrid', '--hybrid_wrong_source=self',
-                                f'--hybrid_denoiser={runs["hybrid"]}', '--max_iters=2',
-                                '--eval_interval=2'])
+    h = train.main(
+        tiny_args
+        + [
+            '--objective=hybrid',
+            '--hybrid_wrong_source=self',
+            f'--hybrid_denoiser={runs["hybrid"]}',
+            '--max_iters=2',
+            '--eval_interval=2',
+        ]
+    )
     assert all(math.isfinite(t['loss']) for t in h['train'])
     assert 0.0 <= h['eval'][-1]['wrong_recall'] <= 1.0
     ck = torch.load(tmp_path / 'out' / 'ckpt_hybrid_self_2.pt', weights_only=False)

@@ -1,4 +1,5 @@
 """SEP-varlen MLM: packing, attention mask, corruption, diagnostics, mask polarity."""
+
 import pickle
 
 import numpy as np
@@ -31,7 +32,7 @@ def reference_pack(lines, i, T):
     """Greedy packing written the slow, obvious way: whole lines from line i while the text
     plus one [SEP] fits in T; an overlong first line is cut to T-1. Returns n_text."""
     n, s = 0, lines[i][0]
-    for a, b in lines[i:]:
+    for _, b in lines[i:]:
         if b - s > T - 1:
             break
         n = b - s
@@ -49,7 +50,7 @@ def test_packing_matches_reference_for_every_line_start(T):
     for i, (s, _) in enumerate(lines):
         n = reference_pack(lines, i, T)
         assert n_text[i] == n, f"line {i}"
-        assert x[i, :n].tolist() == data[s:s + n].tolist()  # the text, from a line start
+        assert x[i, :n].tolist() == data[s : s + n].tolist()  # the text, from a line start
         assert (x[i, n:] == SEP).all() and not (x[i, :n] == SEP).any()  # [SEP] then filler
         truncated = lines[i][1] - s > T - 1
         if not truncated:  # whole lines only: the text ends at a line end
@@ -95,8 +96,14 @@ def test_ratio_drawn_per_sample_spans_the_range():
 
 
 def make_source(data_root, **kw):
-    cfg = dict(train.DEFAULTS, data_root=data_root, dataset='tiny_char', objective='mlm',
-               block_size=64, **kw)
+    cfg = dict(
+        train.DEFAULTS,
+        data_root=data_root,
+        dataset='tiny_char',
+        objective='mlm',
+        block_size=64,
+        **kw,
+    )
     return batches.make_source(cfg, seed=0)
 
 
@@ -128,8 +135,8 @@ def test_special_ids_attention_mask_and_labels_on_real_batches(data_root):
     data = src.files['train'].data()
     starts = set(src.bounds['train'][:-1].tolist())
     for r in range(20):
-        row = orig[r, :sep_pos[r]].numpy()
-        hits = [s for s in starts if np.array_equal(data[s:s + len(row)], row)]
+        row = orig[r, : sep_pos[r]].numpy()
+        hits = [s for s in starts if np.array_equal(data[s : s + len(row)], row)]
         assert hits, f"sample {r} is not a line-aligned slice of train.bin"
 
 
@@ -186,14 +193,25 @@ def test_key_mask_polarity_and_broadcast(data_root, monkeypatch, variant):
     if variant == 'inverted':  # SDPA's True = attend, misread as True = blocked
         monkeypatch.setattr(model_mod, 'build_attn_mask', lambda am, c: real(~am, c))
     elif variant == 'query_broadcast':  # mask over queries instead of keys
-        monkeypatch.setattr(model_mod, 'build_attn_mask',
-                            lambda am, c: am[:, None, :, None] | torch.eye(am.size(1), dtype=torch.bool))
+        monkeypatch.setattr(
+            model_mod,
+            'build_attn_mask',
+            lambda am, c: am[:, None, :, None] | torch.eye(am.size(1), dtype=torch.bool),
+        )
     src = make_source(data_root)
     b = src.get_batch('val', 4, gen=torch.Generator().manual_seed(0))
     assert (~b['attention_mask']).sum(1).min() > 0  # every row has filler to perturb
     torch.manual_seed(0)
-    m = GPT(GPTConfig(block_size=64, vocab_size=src.vocab_size, n_layer=2, n_head=2, n_embd=32,
-                      causal=src.causal)).eval()
+    m = GPT(
+        GPTConfig(
+            block_size=64,
+            vocab_size=src.vocab_size,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            causal=src.causal,
+        )
+    ).eval()
     filler_effect, visible_effect = mask_leaks(m, b)
     if variant == 'real':
         assert filler_effect < 1e-5 and visible_effect > 1e-4
@@ -202,8 +220,16 @@ def test_key_mask_polarity_and_broadcast(data_root, monkeypatch, variant):
 
 
 def test_train_end_to_end_logs_diagnostics_probe_and_special_ids(tiny_args, tmp_path, capsys):
-    hist = train.main(tiny_args + ['--objective=mlm', '--max_iters=40', '--eval_interval=40',
-                                   '--log_interval=20', '--mlm_probability=0.3'])
+    hist = train.main(
+        tiny_args
+        + [
+            '--objective=mlm',
+            '--max_iters=40',
+            '--eval_interval=40',
+            '--log_interval=20',
+            '--mlm_probability=0.3',
+        ]
+    )
     out = capsys.readouterr().out
     assert 'mask%' in out and 'ratio_cum_p50' in out and 'len_mean' in out
     last = hist['eval'][-1]
@@ -215,8 +241,16 @@ def test_train_end_to_end_logs_diagnostics_probe_and_special_ids(tiny_args, tmp_
     assert ckpt['model_args']['vocab_size'] == V and ckpt['model_args']['causal'] is False
     assert (ckpt['meta']['mask_token_id'], ckpt['meta']['sep_token_id']) == (V - 2, V - 1)
     assert ckpt['model']['lm_head.weight'].shape[0] == V
-    win = train.main(tiny_args + ['--objective=mlm', '--mlm_packing=window', '--max_iters=2',
-                                  '--eval_interval=100', f'--out_dir={tmp_path}/w'])
+    win = train.main(
+        tiny_args
+        + [
+            '--objective=mlm',
+            '--mlm_packing=window',
+            '--max_iters=2',
+            '--eval_interval=100',
+            f'--out_dir={tmp_path}/w',
+        ]
+    )
     assert 'attn_probe' not in win['eval'][-1] and 'val_mlm' in win['eval'][-1]
 
 
@@ -229,7 +263,10 @@ def test_bad_mlm_inputs_are_clear_errors(tiny_args, data_root, tmp_path):
     bad.mkdir()
     for name in ('train.bin', 'val.bin'):
         (bad / name).write_bytes((np.arange(1, 200) % 3).astype(np.uint16).tobytes())
-    (bad / 'meta.pkl').write_bytes(pickle.dumps({'vocab_size': 3, 'stoi': {'a': 0, 'b': 1, 'c': 2},
-                                                 'itos': {0: 'a', 1: 'b', 2: 'c'}}))
+    (bad / 'meta.pkl').write_bytes(
+        pickle.dumps(
+            {'vocab_size': 3, 'stoi': {'a': 0, 'b': 1, 'c': 2}, 'itos': {0: 'a', 1: 'b', 2: 'c'}}
+        )
+    )
     with pytest.raises(DataError, match="no '\\\\n' character.*--mlm_packing=window"):
         train.main(tiny_args + ['--objective=mlm', f'--data_root={tmp_path}', '--dataset=nolines'])

@@ -1,4 +1,5 @@
 """The masked cross-entropy and the attention mask of the one GPT."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,7 @@ def test_ignored_positions_get_zero_gradient():
     def keep(module, inputs, out):
         out.retain_grad()
         captured['h'] = out
+
     hook = model.transformer.ln_f.register_forward_hook(keep)
     _, loss = model(x, y, loss_mask=loss_mask)
     loss.backward()
@@ -77,9 +79,9 @@ def test_tokens_behind_attention_mask_change_nothing_at_real_positions(causal):
     model = tiny(causal)
     x, y = batch()
     am = torch.ones_like(x, dtype=torch.bool)
-    am[0, 7:] = False       # right padding
-    am[1, :2] = False       # left padding
-    am[2, 4] = False        # a hole
+    am[0, 7:] = False  # right padding
+    am[1, :2] = False  # left padding
+    am[2, 4] = False  # a hole
     x2 = torch.where(am, x, (x + 5) % 11)
     l1, loss1 = model(x, y, attention_mask=am)
     l2, loss2 = model(x2, y, attention_mask=am)
@@ -128,8 +130,11 @@ def test_no_nan_with_all_masked_row_or_all_ignored_batch(causal):
     _, loss = model(x, torch.full_like(y, -1))  # nothing supervised anywhere
     loss.backward()
     assert loss.item() == 0.0
-    assert all(torch.isfinite(p.grad).all() and (p.grad == 0).all()
-               for p in model.parameters() if p.grad is not None)
+    assert all(
+        torch.isfinite(p.grad).all() and (p.grad == 0).all()
+        for p in model.parameters()
+        if p.grad is not None
+    )
     _, loss = model(x, y, loss_mask=torch.zeros(y.shape))
     assert loss.item() == 0.0
 
@@ -149,12 +154,12 @@ def test_global_normalisation_over_micro_batches_equals_one_big_batch():
 
 def test_future_targets_shift_targets_and_masks_together():
     y = torch.tensor([[1, 2, 3, -1, 5]])
-    w = torch.tensor([[1., 1., 0., 0., 1.]])
+    w = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0]])
     tgt, ww = future_targets(y, w, 3)
     assert tgt[0].tolist() == [[1, 2, 3, -1, 5]]
     assert tgt[1].tolist() == [[2, 3, -1, 5, -1]]
     assert tgt[2].tolist() == [[3, -1, 5, -1, -1]]
-    assert ww[2].tolist() == [[0., 0., 1., 0., 0.]]
+    assert ww[2].tolist() == [[0.0, 0.0, 1.0, 0.0, 0.0]]
 
 
 def test_last_only_logits_match_full_logits():
@@ -179,6 +184,7 @@ def test_resize_vocab_keeps_old_rows():
 
 def test_attention_kernel_selection():
     from model import select_attention
+
     assert select_attention('auto', 'cuda', has_mask=False, dropout_active=False) == 'sdpa'
     assert select_attention('auto', 'cpu', has_mask=True, dropout_active=False) == 'sdpa_mask'
     assert select_attention('auto', 'cuda', has_mask=True, dropout_active=False) == 'flex'
@@ -192,6 +198,7 @@ def test_flex_block_mask_matches_sdpa_bool_mask(causal):
     """The CUDA fast path's mask has the same meaning as the CPU one (flex forward runs on
     CPU in eager mode; its backward does not, so only the forward is compared)."""
     import warnings
+
     model = tiny(causal)
     x, y = batch(B=3, T=16)
     am = torch.ones_like(x, dtype=torch.bool)

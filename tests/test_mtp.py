@@ -1,4 +1,5 @@
 """Multi-token prediction: per-head shifted targets and masks, losses, speculative decoding."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,8 +10,9 @@ from mtp import speculative_generate
 
 def model_k(k, **kw):
     torch.manual_seed(0)
-    return GPT(GPTConfig(block_size=24, vocab_size=13, n_layer=2, n_head=2, n_embd=16,
-                         n_future=k, **kw)).eval()
+    return GPT(
+        GPTConfig(block_size=24, vocab_size=13, n_layer=2, n_head=2, n_embd=16, n_future=k, **kw)
+    ).eval()
 
 
 def test_head_i_is_supervised_on_the_input_shifted_by_i_with_masks_shifted_too():
@@ -19,20 +21,21 @@ def test_head_i_is_supervised_on_the_input_shifted_by_i_with_masks_shifted_too()
     g = torch.Generator().manual_seed(0)
     x = torch.randint(13, (2, 12), generator=g)
     y = torch.cat([x[:, 1:], torch.randint(13, (2, 1), generator=g)], 1)  # next-token targets
-    y[0, 4:6] = -1                       # e.g. PAUSE targets
+    y[0, 4:6] = -1  # e.g. PAUSE targets
     loss_mask = torch.ones(2, 12)
-    loss_mask[1, :5] = 0                 # e.g. a masked prompt
+    loss_mask[1, :5] = 0  # e.g. a masked prompt
     am = torch.ones(2, 12, dtype=torch.bool)
-    am[1, 10:] = False                   # padding at the row end
+    am[1, 10:] = False  # padding at the row end
     sums, weights, _ = model.loss_terms(x, y, attention_mask=am, loss_mask=loss_mask)
     h, attn = model.trunk(x, am)
     logits = model.head_logits(h, attn)  # (3, B, T, V)
     for i in range(3):
         want = torch.full_like(y, -1)
         supervised = (y != -1) & (loss_mask > 0) & am
-        want[:, :12 - i] = torch.where(supervised[:, i:], y[:, i:], -1)
-        ce = F.cross_entropy(logits[i].flatten(0, 1), want.flatten(), ignore_index=-1,
-                             reduction='sum')
+        want[:, : 12 - i] = torch.where(supervised[:, i:], y[:, i:], -1)
+        ce = F.cross_entropy(
+            logits[i].flatten(0, 1), want.flatten(), ignore_index=-1, reduction='sum'
+        )
         assert sums[i].item() == pytest.approx(ce.item(), rel=1e-5)
         assert weights[i].item() == int((want != -1).sum())
     # row ends: head 3 is never supervised at the last two positions of any row
@@ -41,12 +44,13 @@ def test_head_i_is_supervised_on_the_input_shifted_by_i_with_masks_shifted_too()
 
 def test_head_targets_are_the_input_shifted_by_i():
     from model import future_targets
+
     x = torch.arange(10)[None]
     y = torch.cat([x[:, 1:], torch.tensor([[10]])], 1)
     tgt, _ = future_targets(y, torch.ones(1, 10), 4)
     for i in range(4):
-        assert tgt[i, 0, :10 - i].tolist() == list(range(i + 1, 11))
-        assert tgt[i, 0, 10 - i:].tolist() == [-1] * i
+        assert tgt[i, 0, : 10 - i].tolist() == list(range(i + 1, 11))
+        assert tgt[i, 0, 10 - i :].tolist() == [-1] * i
 
 
 def test_k1_loss_equals_plain_cross_entropy():
@@ -55,8 +59,9 @@ def test_k1_loss_equals_plain_cross_entropy():
     y = x.roll(-1, 1)
     y[:, -1] = -1
     logits, loss = model(x, y)
-    assert loss.item() == pytest.approx(F.cross_entropy(logits.flatten(0, 1), y.flatten(),
-                                                        ignore_index=-1).item(), rel=1e-6)
+    assert loss.item() == pytest.approx(
+        F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1).item(), rel=1e-6
+    )
 
 
 def test_loss_averages_heads_each_normalised_by_its_own_count():
@@ -69,8 +74,9 @@ def test_loss_averages_heads_each_normalised_by_its_own_count():
     assert loss.item() == pytest.approx((sums / weights).mean().item(), rel=1e-6)
     model.config.future_head_weights = [3.0, 1.0]
     _, weighted = model(x, y)
-    assert weighted.item() == pytest.approx((0.75 * sums[0] / weights[0] + 0.25 * sums[1] /
-                                             weights[1]).item(), rel=1e-6)
+    assert weighted.item() == pytest.approx(
+        (0.75 * sums[0] / weights[0] + 0.25 * sums[1] / weights[1]).item(), rel=1e-6
+    )
 
 
 def test_no_nan_when_a_head_has_nothing_to_supervise():
@@ -118,12 +124,12 @@ def test_train_and_sample_with_extra_heads(tiny_args, tmp_path):
     import sample
     import train
     from configurator import ConfigError
+
     hist = train.main(tiny_args + ['--max_iters=20', '--eval_interval=20', '--n_future=2'])
     ev = hist['eval'][-1]
     assert ev['val'] == pytest.approx((ev['val_head1'] + ev['val_head2']) / 2)
     assert ev['val_head1'] != ev['val_head2']
-    common = [f'--out_dir={tmp_path}/out', '--num_samples=1', '--max_new_tokens=25',
-              '--start=KING']
+    common = [f'--out_dir={tmp_path}/out', '--num_samples=1', '--max_new_tokens=25', '--start=KING']
     spec = sample.main(common + ['--speculative=True'])
     greedy = sample.main(common + ['--temperature=0'])
     assert spec == greedy
@@ -134,7 +140,10 @@ def test_train_and_sample_with_extra_heads(tiny_args, tmp_path):
 
 def test_eval_loss_uses_the_training_head_weights(tiny_args):
     import train
-    hist = train.main(tiny_args + ['--max_iters=2', '--eval_interval=2', '--n_future=2',
-                                   '--future_head_weights=[3.0, 1.0]'])
+
+    hist = train.main(
+        tiny_args
+        + ['--max_iters=2', '--eval_interval=2', '--n_future=2', '--future_head_weights=[3.0, 1.0]']
+    )
     ev = hist['eval'][-1]
     assert ev['val'] == pytest.approx(0.75 * ev['val_head1'] + 0.25 * ev['val_head2'], rel=1e-5)

@@ -1,4 +1,5 @@
 """Crash safety: SIGKILL mid-training then exact resume; interrupted writes leave no partial file."""
+
 import os
 import pickle
 import signal
@@ -17,12 +18,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sigkill_then_resume_continues_exactly(tiny_args, tmp_path):
-    args = tiny_args + ['--max_iters=400', '--eval_interval=3', '--lr_decay_iters=400',
-                        '--dropout=0.1']
+    args = tiny_args + [
+        '--max_iters=400',
+        '--eval_interval=3',
+        '--lr_decay_iters=400',
+        '--dropout=0.1',
+    ]
     killed = str(tmp_path / 'killed')
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py')] + args +
-                            [f'--out_dir={killed}'], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'train.py')] + args + [f'--out_dir={killed}'],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, OMP_NUM_THREADS='1'),
+    )
     ckpt = os.path.join(killed, 'ckpt.pt')
     deadline = time.time() + 120
     while not os.path.exists(ckpt) and time.time() < deadline and proc.poll() is None:
@@ -35,8 +43,15 @@ def test_sigkill_then_resume_continues_exactly(tiny_args, tmp_path):
     k = state['iter_num']
     assert 0 < k < 400
     stop = k + 6
-    resumed = train.main(args + [f'--out_dir={killed}', '--init_from=resume', f'--max_iters={stop}',
-                                 f'--lr_decay_iters=400'])
+    resumed = train.main(
+        args
+        + [
+            f'--out_dir={killed}',
+            '--init_from=resume',
+            f'--max_iters={stop}',
+            '--lr_decay_iters=400',
+        ]
+    )
     straight = train.main(args + [f'--out_dir={tmp_path}/straight', f'--max_iters={stop}'])
     assert [h['iter'] for h in resumed['train']] == list(range(k, stop))
     got = [h['loss'] for h in resumed['train']]
@@ -52,6 +67,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path):
         with open(tmp, 'wb') as f:
             f.write(b'half a checkpoint')
         raise KeyboardInterrupt  # killed mid-write
+
     with pytest.raises(KeyboardInterrupt):
         atomic_write(str(path), crash)
     assert torch.load(path)['iter_num'] == 1
@@ -62,10 +78,12 @@ def test_interrupted_dataset_write_leaves_nothing_under_final_names(tmp_path):
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError('interrupted')
+
     out = tmp_path / 'ds'
     with pytest.raises(RuntimeError):
-        write_dataset_dir(str(out), {'train.bin': np.arange(5, dtype=np.uint16),
-                                     'meta.pkl': Unpicklable()})
+        write_dataset_dir(
+            str(out), {'train.bin': np.arange(5, dtype=np.uint16), 'meta.pkl': Unpicklable()}
+        )
     assert os.listdir(out) == []
     write_dataset_dir(str(out), {'train.bin': np.arange(5, dtype=np.uint16), 'meta.pkl': {'a': 1}})
     assert sorted(os.listdir(out)) == ['meta.pkl', 'train.bin']

@@ -1,5 +1,6 @@
 """SFT with loss masks: chat shards, the mask through the shift, masked loss, two-phase
 training with vocabulary growth, chat sampling, and every bad input's error."""
+
 import importlib.util
 import json
 import os
@@ -15,13 +16,14 @@ import chat
 import sample
 import train
 from configurator import ConfigError
+from conftest import ROOT, SHARED, TINY
 from model import GPT, GPTConfig
 from utils import DataError
 
-from conftest import ROOT, SHARED, TINY
-
 # loaded under its own name: conftest imports data/shakespeare_char/prepare.py as 'prepare'
-_spec = importlib.util.spec_from_file_location('chat_prepare', os.path.join(ROOT, 'data', 'chat', 'prepare.py'))
+_spec = importlib.util.spec_from_file_location(
+    'chat_prepare', os.path.join(ROOT, 'data', 'chat', 'prepare.py')
+)
 chat_prepare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(chat_prepare)
 
@@ -36,8 +38,10 @@ def toy_conversations(n=60, seed=0):
     for i in range(n):
         msgs = [{'role': 'system', 'content': word(SYSTEM, 3)}] if i % 3 == 0 else []
         for _ in range(1 + i % 2):  # one or two exchanges
-            msgs += [{'role': 'user', 'content': word(USER, int(rnd.integers(2, 9)))},
-                     {'role': 'assistant', 'content': word(ASSISTANT, int(rnd.integers(1, 9)))}]
+            msgs += [
+                {'role': 'user', 'content': word(USER, int(rnd.integers(2, 9)))},
+                {'role': 'assistant', 'content': word(ASSISTANT, int(rnd.integers(1, 9)))},
+            ]
         convs.append({'messages': msgs})
     return convs
 
@@ -64,14 +68,36 @@ def expected_mask(tokens, meta):
 
 def test_render_masks_assistant_text_and_its_end_only():
     sp = {s: 100 + k for k, s in enumerate(chat.SPECIALS)}
-    msgs = [{'role': 'system', 'content': 'S'}, {'role': 'user', 'content': 'hi'},
-            {'role': 'assistant', 'content': 'yo!'}]
+    msgs = [
+        {'role': 'system', 'content': 'S'},
+        {'role': 'user', 'content': 'hi'},
+        {'role': 'assistant', 'content': 'yo!'},
+    ]
     ids, mask = chat.render(msgs, lambda s: [ord(c) for c in s], sp)
-    assert ids == [100, ord('S'), 103, 101, ord('h'), ord('i'), 103, 102, ord('y'), ord('o'), ord('!'), 103]
+    assert ids == [
+        100,
+        ord('S'),
+        103,
+        101,
+        ord('h'),
+        ord('i'),
+        103,
+        102,
+        ord('y'),
+        ord('o'),
+        ord('!'),
+        103,
+    ]
     assert mask == [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
     _, mask_user = chat.render(msgs, lambda s: [ord(c) for c in s], sp, mask_role='user')
     assert mask_user == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
-    assert chat.prompt_ids('hi', lambda s: [ord(c) for c in s], sp) == [101, ord('h'), ord('i'), 103, 102]
+    assert chat.prompt_ids('hi', lambda s: [ord(c) for c in s], sp) == [
+        101,
+        ord('h'),
+        ord('i'),
+        103,
+        102,
+    ]
 
 
 def test_prepared_mask_never_covers_user_system_or_tags(tmp_path):
@@ -152,30 +178,66 @@ def test_micro_batch_without_supervised_tokens_is_not_nan():
 
 def toy_chat_args(data_root, tmp_path, out_name, extra=()):
     """SFT flags for a chat dataset on top of a tiny_char base, architecture not repeated."""
-    return ['--device=cpu', '--compile=False', '--batch_size=16', '--eval_iters=2',
-            '--warmup_iters=0', f'--data_root={tmp_path}', '--objective=sft',
-            f'--out_dir={tmp_path}/{out_name}', *extra]
+    return [
+        '--device=cpu',
+        '--compile=False',
+        '--batch_size=16',
+        '--eval_iters=2',
+        '--warmup_iters=0',
+        f'--data_root={tmp_path}',
+        '--objective=sft',
+        f'--out_dir={tmp_path}/{out_name}',
+        *extra,
+    ]
 
 
 def test_two_phase_keeps_architecture_swaps_training_params_and_chats(data_root, tmp_path):
-    base_args = TINY + [f'--data_root={data_root}', '--dataset=tiny_char', '--max_iters=2',
-                        '--eval_interval=100', f'--out_dir={tmp_path}/base']
+    base_args = TINY + [
+        f'--data_root={data_root}',
+        '--dataset=tiny_char',
+        '--max_iters=2',
+        '--eval_interval=100',
+        f'--out_dir={tmp_path}/base',
+    ]
     train.main(base_args)
     base_ckpt = torch.load(tmp_path / 'base' / 'ckpt.pt', weights_only=False)
     # one fixed exchange: 'lord' -> 'king', so a tiny model learns the reply and when to stop
-    convs = [{'messages': [{'role': 'user', 'content': 'lord'},
-                           {'role': 'assistant', 'content': 'king'}]}] * 40
-    convs.append({'messages': [{'role': 'user', 'content': 'lord'},
-                               {'role': 'assistant', 'content': 'king#'}]})  # '#': not in base
+    convs = [
+        {
+            'messages': [
+                {'role': 'user', 'content': 'lord'},
+                {'role': 'assistant', 'content': 'king'},
+            ]
+        }
+    ] * 40
+    convs.append(
+        {
+            'messages': [
+                {'role': 'user', 'content': 'lord'},
+                {'role': 'assistant', 'content': 'king#'},
+            ]
+        }
+    )  # '#': not in base
     base_meta = os.path.join(data_root, 'tiny_char', 'meta.pkl')
     with pytest.warns(UserWarning, match="1 characters .* not in the base vocabulary"):
         prepare(tmp_path, convs, 'toy', ['--base_meta', base_meta])
     meta = pickle.load(open(tmp_path / 'toy' / 'meta.pkl', 'rb'))
     V0 = base_ckpt['model_args']['vocab_size']
     assert meta['vocab_size'] == V0 + 1 + 4 and meta['itos'][V0] == '#'
-    args = toy_chat_args(data_root, tmp_path, 'sft', ['--dataset=toy', f'--init_from={tmp_path}/base/ckpt.pt',
-                         '--dropout=0.1', '--learning_rate=1e-2', '--min_lr=1e-3',
-                         '--max_iters=80', '--eval_interval=80'])
+    args = toy_chat_args(
+        data_root,
+        tmp_path,
+        'sft',
+        [
+            '--dataset=toy',
+            f'--init_from={tmp_path}/base/ckpt.pt',
+            '--dropout=0.1',
+            '--learning_rate=1e-2',
+            '--min_lr=1e-3',
+            '--max_iters=80',
+            '--eval_interval=80',
+        ],
+    )
     hist = train.main(args)
     assert 'val_assistant' in hist['eval'][-1] and hist['eval'][-1]['val_assistant'] < 0.5
     ckpt = torch.load(tmp_path / 'sft' / 'ckpt.pt', weights_only=False)
@@ -194,46 +256,81 @@ def test_two_phase_keeps_architecture_swaps_training_params_and_chats(data_root,
     assert w.shape[0] == V0 + 5 and torch.isfinite(w[V0:]).all() and w[V0:].std() > 0
     assert model.transformer.drop.p == 0.2 and model.transformer.h[0].attn.dropout == 0.2
     # chat mode: the reply is rendered from the template and stops at <|end|>
-    outs = sample.main([f'--out_dir={tmp_path}/sft', '--mode=chat', '--start=lord',
-                        '--temperature=0', '--num_samples=1', '--max_new_tokens=20'])
+    outs = sample.main(
+        [
+            f'--out_dir={tmp_path}/sft',
+            '--mode=chat',
+            '--start=lord',
+            '--temperature=0',
+            '--num_samples=1',
+            '--max_new_tokens=20',
+        ]
+    )
     assert outs == ['king']
     with pytest.raises(ConfigError, match='--mode=chat needs a checkpoint trained on chat data'):
         sample.main([f'--out_dir={tmp_path}/base', '--mode=chat', '--start=lord'])
     # the same data without the mask still trains, and reports the same val figure
-    nomask = train.main(args[:-2] + ['--max_iters=2', '--eval_interval=2', '--use_loss_mask=False',
-                                     f'--out_dir={tmp_path}/nomask'])
+    nomask = train.main(
+        args[:-2]
+        + [
+            '--max_iters=2',
+            '--eval_interval=2',
+            '--use_loss_mask=False',
+            f'--out_dir={tmp_path}/nomask',
+        ]
+    )
     assert {'val', 'val_assistant', 'val_all'} <= set(nomask['eval'][-1])
 
 
 def test_reply_cuts_at_end_token():
-    meta = {'tokenizer': 'char', 'itos': {0: 'a', 1: 'b', 2: '<|system|>', 3: '<|user|>',
-                                          4: '<|assistant|>', 5: '<|end|>'},
-            'special': {'<|system|>': 2, '<|user|>': 3, '<|assistant|>': 4, '<|end|>': 5}}
+    meta = {
+        'tokenizer': 'char',
+        'itos': {0: 'a', 1: 'b', 2: '<|system|>', 3: '<|user|>', 4: '<|assistant|>', 5: '<|end|>'},
+        'special': {'<|system|>': 2, '<|user|>': 3, '<|assistant|>': 4, '<|end|>': 5},
+    }
     meta['stoi'] = {s: i for i, s in meta['itos'].items()}
 
     class Stub:
         def generate(self, x, n, temperature, top_k, stop_token):
             assert x[0].tolist() == [3, 0, 1, 5, 4] and stop_token == 5
             return torch.cat([x, torch.tensor([[1, 1, 5, 0]])], 1)
+
     assert chat.reply(Stub(), meta, 'ab') == 'bb'
 
 
 def test_chatterbot_and_gpt2_preparation(tmp_path):
     yml = tmp_path / 'cb'
     yml.mkdir()
-    (yml / 'x.yml').write_text("categories:\n- x\nconversations:\n" +
-                               ''.join(f"- - Hello {i}\n  - Hi there {i}\n  - How are you\n" for i in range(10)))
+    (yml / 'x.yml').write_text(
+        "categories:\n- x\nconversations:\n"
+        + ''.join(f"- - Hello {i}\n  - Hi there {i}\n  - How are you\n" for i in range(10))
+    )
     meta = chat_prepare.main(['--chatterbot', str(yml), '--out_dir', str(tmp_path / 'cbo')])
-    assert meta['counts']['train']['conversations'] == 9 and meta['counts']['val']['conversations'] == 1
+    assert (
+        meta['counts']['train']['conversations'] == 9
+        and meta['counts']['val']['conversations'] == 1
+    )
     shown = chat.show(str(tmp_path / 'cbo'), 'val', 3, plain=True)
     k = shown[0].split('Hello ')[1][0]  # which conversation went to val
-    assert shown == [f'<|user|>Hello {k}<|end|><|assistant|>[[Hi there {k}<|end|>]]',
-                     '<|user|>How are you<|end|>']  # the third turn is the user's again
+    assert shown == [
+        f'<|user|>Hello {k}<|end|><|assistant|>[[Hi there {k}<|end|>]]',
+        '<|user|>How are you<|end|>',
+    ]  # the third turn is the user's again
     bpe = os.path.join(SHARED, 'gpt2_bpe')
     if not os.path.exists(os.path.join(bpe, 'vocab.bpe')):
         pytest.skip('no offline GPT-2 BPE files')
-    meta = chat_prepare.main(['--chatterbot', str(yml), '--out_dir', str(tmp_path / 'g2'),
-                              '--tokenizer', 'gpt2', '--bpe_dir', bpe])
+    meta = chat_prepare.main(
+        [
+            '--chatterbot',
+            str(yml),
+            '--out_dir',
+            str(tmp_path / 'g2'),
+            '--tokenizer',
+            'gpt2',
+            '--bpe_dir',
+            bpe,
+        ]
+    )
     assert meta['vocab_size'] == 50257 + 4 and meta['special']['<|end|>'] == 50260
     enc, dec, sp = chat.text_codec(meta)
     ids, _ = chat.render([{'role': 'user', 'content': 'Hello'}], enc, sp)
@@ -262,17 +359,43 @@ def test_bad_inputs_are_clear_errors(tmp_path, data_root):
         batches.SFT(cfg, os.path.join(data_root, 'tiny_char'), 0)
     # at preparation: a role that never occurs, an implausible density, a bad line
     with pytest.raises(DataError, match='no supervised token at all'):
-        prepare(tmp_path, [{'messages': [{'role': 'user', 'content': 'ab'},
-                                         {'role': 'assistant', 'content': 'wx'}]}] * 4,
-                'nosys', ['--mask_role', 'system'])
+        prepare(
+            tmp_path,
+            [
+                {
+                    'messages': [
+                        {'role': 'user', 'content': 'ab'},
+                        {'role': 'assistant', 'content': 'wx'},
+                    ]
+                }
+            ]
+            * 4,
+            'nosys',
+            ['--mask_role', 'system'],
+        )
     with pytest.warns(UserWarning, match=r'implausible mask density 0\.9[89]'):
-        prepare(tmp_path, [{'messages': [{'role': 'user', 'content': ''},
-                                         {'role': 'assistant', 'content': 'w' * 300}]}] * 4, 'dense')
+        prepare(
+            tmp_path,
+            [
+                {
+                    'messages': [
+                        {'role': 'user', 'content': ''},
+                        {'role': 'assistant', 'content': 'w' * 300},
+                    ]
+                }
+            ]
+            * 4,
+            'dense',
+        )
     (tmp_path / 'bad.jsonl').write_text('{"messages": [{"role": "bot", "content": "x"}]}\n')
     with pytest.raises(DataError, match=r'bad.jsonl:1: each message needs a role'):
-        chat_prepare.main(['--input', str(tmp_path / 'bad.jsonl'), '--out_dir', str(tmp_path / 'b')])
+        chat_prepare.main(
+            ['--input', str(tmp_path / 'bad.jsonl'), '--out_dir', str(tmp_path / 'b')]
+        )
     (tmp_path / 'bad.jsonl').write_text('{"text": "x"}\n')
     with pytest.raises(DataError, match=r'bad.jsonl:1: not a {"messages"'):
-        chat_prepare.main(['--input', str(tmp_path / 'bad.jsonl'), '--out_dir', str(tmp_path / 'b')])
+        chat_prepare.main(
+            ['--input', str(tmp_path / 'bad.jsonl'), '--out_dir', str(tmp_path / 'b')]
+        )
     with pytest.raises(DataError, match='already has'):  # an SFT meta is not a base vocabulary
         prepare(tmp_path, name='again', extra=['--base_meta', os.path.join(out, 'meta.pkl')])

@@ -1,8 +1,7 @@
 """train.py end to end on a tiny CPU model: learning, exact resume, DDP, bad input."""
+
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,8 +25,15 @@ def test_tiny_run_lowers_the_loss_and_samples(tiny_args, tmp_path):
     assert [e['iter'] for e in ev] == [0, 30, 60]
     assert ev[-1]['val'] < ev[0]['val'] - 0.8  # from ~ln(65)=4.17 to < 3.4
     assert os.path.exists(tmp_path / 'out' / 'ckpt.pt')
-    outs = sample.main([f'--out_dir={tmp_path}/out', '--num_samples=2', '--max_new_tokens=20',
-                        '--start=ROMEO:', '--temperature=0'])
+    outs = sample.main(
+        [
+            f'--out_dir={tmp_path}/out',
+            '--num_samples=2',
+            '--max_new_tokens=20',
+            '--start=ROMEO:',
+            '--temperature=0',
+        ]
+    )
     assert len(outs) == 2 and outs[0] == outs[1] and outs[0].startswith('ROMEO:')
     assert len(outs[0]) == len('ROMEO:') + 20
 
@@ -48,8 +54,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_args, tmp_path):
     ckpt = tmp_path / 'out' / 'ckpt.pt'
     before = ckpt.read_bytes()
     with pytest.raises(SystemExit, match='not finite|loss is nan'):
-        train.main(args + ['--max_iters=10', '--init_from=resume', '--learning_rate=1e30',
-                           '--min_lr=1e30'])
+        train.main(
+            args + ['--max_iters=10', '--init_from=resume', '--learning_rate=1e30', '--min_lr=1e30']
+        )
     assert ckpt.read_bytes() == before
     torch.load(ckpt, weights_only=False)
 
@@ -85,9 +92,11 @@ def test_init_from_checkpoint_keeps_architecture_and_takes_training_params(tiny_
     base = str(tmp_path / 'out' / 'ckpt.pt')
     with pytest.raises(ConfigError, match='--n_layer=3 conflicts with .*n_layer=2'):
         train.main(tiny_args + [f'--init_from={base}', '--n_layer=3', f'--out_dir={tmp_path}/x'])
-    model = train.build_model({**train.DEFAULTS, 'init_from': base, 'dropout': 0.2,
-                               'n_layer': 12, 'block_size': 32}, set(),
-                              type('S', (), {'vocab_size': 70, 'causal': True, 'meta': None})())
+    model = train.build_model(
+        {**train.DEFAULTS, 'init_from': base, 'dropout': 0.2, 'n_layer': 12, 'block_size': 32},
+        set(),
+        type('S', (), {'vocab_size': 70, 'causal': True, 'meta': None})(),
+    )
     assert model.config.n_layer == 2 and model.config.dropout == 0.2
     assert model.transformer.drop.p == 0.2 and model.config.vocab_size == 70
 

@@ -17,6 +17,7 @@ base model's: characters the base lacks are appended, with a warning) or --token
 (tiktoken, offline with --bpe_dir). Role tags and <|end|> are appended to the vocabulary.
 See chat.py for the template and which tokens the mask covers (--mask_role, default assistant).
 """
+
 import argparse
 import glob
 import json
@@ -49,7 +50,9 @@ def read_jsonl(path, val_fraction, seed):
             try:
                 msgs = json.loads(line)['messages']
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{n}: not a {{\"messages\": [...]}} JSON line ({e})") from None
+                raise DataError(
+                    f"{path}:{n}: not a {{\"messages\": [...]}} JSON line ({e})"
+                ) from None
             check_messages(msgs, f"{path}:{n}")
             convs.append(msgs)
     return split_convs(convs, val_fraction, seed, path)
@@ -65,8 +68,7 @@ def split_convs(convs, val_fraction, seed, where):
 
 def gsm8k_messages(row):
     answer = re.sub(r'<<[^>]*>>', '', row['answer'])  # calculator annotations: not prose
-    return [{'role': 'user', 'content': row['question']},
-            {'role': 'assistant', 'content': answer}]
+    return [{'role': 'user', 'content': row['question']}, {'role': 'assistant', 'content': answer}]
 
 
 def read_gsm8k(folder):
@@ -82,6 +84,7 @@ def read_gsm8k(folder):
 
 def read_chatterbot(folder, val_fraction, seed):
     import yaml
+
     files = sorted(glob.glob(os.path.join(folder, '*.yml')))
     if not files:
         raise DataError(f"--chatterbot={folder}: no *.yml files there")
@@ -92,32 +95,43 @@ def read_chatterbot(folder, val_fraction, seed):
         for turns in doc.get('conversations') or []:
             turns = [str(t) for t in turns if t is not None]
             if len(turns) >= 2:
-                convs.append([{'role': ('user', 'assistant')[i % 2], 'content': t}
-                              for i, t in enumerate(turns)])
+                convs.append(
+                    [
+                        {'role': ('user', 'assistant')[i % 2], 'content': t}
+                        for i, t in enumerate(turns)
+                    ]
+                )
     return split_convs(convs, val_fraction, seed, folder)
 
 
 # --- vocabulary --------------------------------------------------------------------------------
 def char_vocab(splits, base_meta_path):
     """itos/stoi over the data's characters (after the base's, if any) + the special tokens."""
-    chars = sorted({c for convs in splits.values() for msgs in convs for m in msgs
-                    for c in m['content']})
+    chars = sorted(
+        {c for convs in splits.values() for msgs in convs for m in msgs for c in m['content']}
+    )
     itos = {}
     if base_meta_path:
         with open(base_meta_path, 'rb') as f:
             base = pickle.load(f)
         if base.get('tokenizer', 'char') != 'char' or 'itos' not in base:
-            raise DataError(f"--base_meta={base_meta_path} is not a character vocabulary; use "
-                            f"--tokenizer={base.get('tokenizer')}")
+            raise DataError(
+                f"--base_meta={base_meta_path} is not a character vocabulary; use "
+                f"--tokenizer={base.get('tokenizer')}"
+            )
         itos = dict(base['itos'])
         clash = [s for s in SPECIALS if s in itos.values()]
         if clash:
-            raise DataError(f"--base_meta={base_meta_path} already has {clash}: prepare from the "
-                            f"base model's own (pre-SFT) meta.pkl")
+            raise DataError(
+                f"--base_meta={base_meta_path} already has {clash}: prepare from the "
+                f"base model's own (pre-SFT) meta.pkl"
+            )
         missing = [c for c in chars if c not in set(itos.values())]
         if missing:  # new rows for these are initialised by GPT.resize_vocab at init_from
-            warnings.warn(f"{len(missing)} characters of the chat data are not in the base "
-                          f"vocabulary ({''.join(missing)[:40]!r}...): appended as new tokens")
+            warnings.warn(
+                f"{len(missing)} characters of the chat data are not in the base "
+                f"vocabulary ({''.join(missing)[:40]!r}...): appended as new tokens"
+            )
         chars = missing
     for c in list(chars) + list(SPECIALS):
         itos[len(itos)] = c
@@ -150,15 +164,21 @@ def encode_split(convs, encode, special, mask_role, dtype):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--input', help='JSONL of {"messages": [...]}')
     src.add_argument('--gsm8k', help='folder with GSM8K train.jsonl / test.jsonl')
     src.add_argument('--chatterbot', help='folder of chatterbot corpus *.yml')
     p.add_argument('--out_dir', required=True)
     p.add_argument('--tokenizer', choices=('char', 'gpt2'), default='char')
-    p.add_argument('--bpe_dir', default='', help='folder with GPT-2 vocab.bpe + encoder.json (offline)')
-    p.add_argument('--base_meta', default='', help="base model's meta.pkl whose vocabulary to extend")
+    p.add_argument(
+        '--bpe_dir', default='', help='folder with GPT-2 vocab.bpe + encoder.json (offline)'
+    )
+    p.add_argument(
+        '--base_meta', default='', help="base model's meta.pkl whose vocabulary to extend"
+    )
     p.add_argument('--mask_role', choices=('assistant', 'user', 'system'), default='assistant')
     p.add_argument('--val_fraction', type=float, default=0.1)
     p.add_argument('--max_conversations', type=int, default=0, help='per split; 0 = all')
@@ -173,9 +193,12 @@ def main(argv=None):
     else:
         splits = read_chatterbot(a.chatterbot, a.val_fraction, a.seed)
     if a.max_conversations:
-        splits = {k: v[:a.max_conversations] for k, v in splits.items()}
-    encode, meta = (char_vocab(splits, a.base_meta) if a.tokenizer == 'char'
-                    else gpt2_vocab(a.bpe_dir, a.base_meta))
+        splits = {k: v[: a.max_conversations] for k, v in splits.items()}
+    encode, meta = (
+        char_vocab(splits, a.base_meta)
+        if a.tokenizer == 'char'
+        else gpt2_vocab(a.bpe_dir, a.base_meta)
+    )
     V = meta['vocab_size']
     special = {s: V - len(SPECIALS) + k for k, s in enumerate(SPECIALS)}
     dtype = token_dtype(V)
@@ -183,12 +206,16 @@ def main(argv=None):
     for split, convs in splits.items():
         ids, mask = encode_split(convs, encode, special, a.mask_role, dtype)
         density = check_density(int(mask.sum()), len(mask), f"{a.out_dir}/{split}")
-        counts[split] = {'conversations': len(convs), 'tokens': len(ids),
-                         'supervised': int(mask.sum()), 'density': density}
+        counts[split] = {
+            'conversations': len(convs),
+            'tokens': len(ids),
+            'supervised': int(mask.sum()),
+            'density': density,
+        }
         for k in range(0, len(ids), SHARD_TOKENS):
             name = f"{split}/shard_{k // SHARD_TOKENS:03d}"
-            files[name + '.bin'] = ids[k:k + SHARD_TOKENS]
-            files[name + '_mask.bin'] = mask[k:k + SHARD_TOKENS]
+            files[name + '.bin'] = ids[k : k + SHARD_TOKENS]
+            files[name + '_mask.bin'] = mask[k : k + SHARD_TOKENS]
     meta.update(special=special, dtype=np.dtype(dtype).name, mask_role=a.mask_role, counts=counts)
     files['meta.pkl'] = meta
     write_dataset_dir(a.out_dir, files)
@@ -198,8 +225,10 @@ def main(argv=None):
             if f.startswith('shard_') and f'{split}/{f}' not in files:
                 os.remove(os.path.join(d, f))
     for split, c in counts.items():
-        print(f"{split}: {c['conversations']:,} conversations, {c['tokens']:,} tokens, "
-              f"{c['supervised']:,} supervised ({c['density']:.3f})")
+        print(
+            f"{split}: {c['conversations']:,} conversations, {c['tokens']:,} tokens, "
+            f"{c['supervised']:,} supervised ({c['density']:.3f})"
+        )
     print(f"vocab_size {V} ({meta['tokenizer']}), special {special} -> {a.out_dir}")
     return meta
 

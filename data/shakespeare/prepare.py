@@ -5,6 +5,7 @@ Tiny Shakespeare with GPT-2 BPE (tiktoken) -> train.bin / val.bin (uint16) + met
 
 --bpe_dir loads the GPT-2 files from disk (offline); without it tiktoken downloads them.
 """
+
 import argparse
 import os
 import sys
@@ -19,7 +20,9 @@ from utils import gpt2_encoding, write_dataset_dir  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument('--input', default=None)
     p.add_argument('--bpe_dir', default=None)
     p.add_argument('--out_dir', default=HERE)

@@ -5,6 +5,7 @@ Character-level tiny Shakespeare -> train.bin / val.bin (uint16) + meta.pkl (as 
 
 Without --input it uses input.txt beside this script, downloading it only if absent.
 """
+
 import argparse
 import os
 import sys
@@ -33,7 +34,9 @@ def read_input(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument('--input', default=None, help='text file (default: input.txt here, downloaded)')
     p.add_argument('--out_dir', default=HERE)
     p.add_argument('--val_fraction', type=float, default=0.1)
@@ -44,11 +47,18 @@ def main(argv=None):
     itos = {i: ch for i, ch in enumerate(chars)}
     ids = np.array([stoi[c] for c in data], dtype=np.uint16)
     n = int(len(ids) * (1 - args.val_fraction))
-    meta = {'vocab_size': len(chars), 'itos': itos, 'stoi': stoi, 'tokenizer': 'char',
-            'dtype': 'uint16'}
+    meta = {
+        'vocab_size': len(chars),
+        'itos': itos,
+        'stoi': stoi,
+        'tokenizer': 'char',
+        'dtype': 'uint16',
+    }
     write_dataset_dir(args.out_dir, {'train.bin': ids[:n], 'val.bin': ids[n:], 'meta.pkl': meta})
-    print(f"{len(data):,} characters, vocab {len(chars)}: train {n:,} / val {len(ids) - n:,} "
-          f"tokens -> {args.out_dir}")
+    print(
+        f"{len(data):,} characters, vocab {len(chars)}: train {n:,} / val {len(ids) - n:,} "
+        f"tokens -> {args.out_dir}"
+    )
 
 
 if __name__ == '__main__':
