@@ -438,15 +438,27 @@ class MaskedSource(Source):
 
 class Unmasking(MaskedSource):
     """Denoiser: [MASK] at each maskable position with prob t; predict the originals.
+    unmasking_loss: 'mean' = plain mean CE over the masked positions of the whole step;
+    'inv_t' = MDLM/LLaDA's NELBO weighting: sum over masked positions of CE / t, divided by the
+    number of maskable positions (loss_mask = 1/t at masked positions, norm_mask = maskable:
+    the trainer divides by the norm_mask total of the whole accumulated batch).
     Val also reports the masked CE and the 1/t-weighted bound (bits/token, as MDLM/LLaDA), and
     on path-star rows the decoded answers (pathstar.path_report)."""
 
-    defaults = {'diffusion_eval_rows': 500}
+    defaults = {'diffusion_eval_rows': 500, 'unmasking_loss': 'mean'}
     run_tag = 'unmasking'
+
+    def __init__(self, cfg, data_dir, seed):
+        super().__init__(cfg, data_dir, seed)
+        if self.cfg['unmasking_loss'] not in ('mean', 'inv_t'):
+            raise ConfigError(
+                f"--unmasking_loss={self.cfg['unmasking_loss']!r}: use 'mean' (plain mean over "
+                f"masked positions) or 'inv_t' (CE / t summed, over the maskable count)"
+            )
 
     def get_batch(self, split, batch_size, gen=None):
         tok, maskable, attn, t, masked = self.corrupt(split, batch_size, gen or self.gen)
-        return self.batch(
+        b = self.batch(
             torch.where(masked, self.mask_id, tok),
             torch.where(masked, tok, -1),
             t,
@@ -454,6 +466,10 @@ class Unmasking(MaskedSource):
             masked,
             attn,
         )
+        if self.cfg['unmasking_loss'] == 'inv_t':
+            b['loss_mask'] = masked / t[:, None]  # (B, T): 1/t at masked positions
+            b['norm_mask'] = maskable.float()  # (B, T): the denominator counts maskable positions
+        return b
 
     def evaluate(self, model, device):
         out = diffusion.denoiser_metrics(self, model, device)

@@ -8,7 +8,13 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault('WANDB_MODE', 'disabled')
 SHARED = os.path.join(ROOT, '..', 'shared', 'data')
 
+import pickle  # noqa: E402
+
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+import batches  # noqa: E402
+import train  # noqa: E402
 
 torch.set_num_threads(1)  # small models run faster single-threaded; 2 CPU cores in CI
 
@@ -60,3 +66,45 @@ TINY = [
 def tiny_args(data_root, tmp_path):
     """train.py flags for a tiny, fast CPU model on tiny_char, writing into tmp_path."""
     return TINY + [f'--data_root={data_root}', '--dataset=tiny_char', f'--out_dir={tmp_path}/out']
+
+
+def source_of(data_root, objective, dataset='tiny_char', **over):
+    """The batch source of `objective` on a dataset of data_root, block 32, other keys default."""
+    cfg = {
+        **train.DEFAULTS,
+        'data_root': data_root,
+        'dataset': dataset,
+        'block_size': 32,
+        'objective': objective,
+        **over,
+    }
+    return batches.make_source(cfg, seed=0)
+
+
+def base_vocab(data_root):
+    with open(os.path.join(data_root, 'tiny_char', 'meta.pkl'), 'rb') as f:
+        return pickle.load(f)['vocab_size']
+
+
+@pytest.fixture(scope='session')
+def rows_root(tmp_path_factory):
+    """A path-star-like row dataset: rows of 12 tokens, answer = positions [6, 10), PAD = 1
+    at positions 10, 11 of every row and at the answer's last position in odd rows."""
+    root = tmp_path_factory.mktemp('rows')
+    d = root / 'rows'
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (('train', 64), ('val', 16)):
+        rows = rng.integers(2, 20, size=(n, 12)).astype(np.uint16)
+        rows[:, 10:] = 1
+        rows[1::2, 9] = 1
+        rows.tofile(d / f'{split}.bin')
+    meta = {
+        'vocab_size': 20,
+        'row_len': 12,
+        'answer_start': 6,
+        'answer_len': 4,
+        'special_tokens': {'PAD': 1, 'PAUSE': 0},
+    }
+    (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
+    return str(root)

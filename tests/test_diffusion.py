@@ -3,59 +3,20 @@ the sampler's schedule, orders, remasking and NFE (diffusion.py, batches.py, sam
 
 import math
 import os
-import pickle
 
-import numpy as np
 import pytest
 import torch
 
-import batches
 import diffusion
 import sample
 import train
 from configurator import ConfigError
+from conftest import base_vocab, source_of
 from utils import DataError
 
 
-def make_source(data_root, objective='unmasking', dataset='tiny_char', **over):
-    cfg = {
-        **train.DEFAULTS,
-        'data_root': data_root,
-        'dataset': dataset,
-        'block_size': 32,
-        'objective': objective,
-        **over,
-    }
-    return batches.make_source(cfg, seed=0)
-
-
-@pytest.fixture(scope='module')
-def rows_root(tmp_path_factory):
-    """A path-star-like row dataset: rows of 12 tokens, answer = positions [6, 10), PAD = 1
-    at positions 10, 11 of every row and at the answer's last position in odd rows."""
-    root = tmp_path_factory.mktemp('rows')
-    d = root / 'rows'
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (('train', 64), ('val', 16)):
-        rows = rng.integers(2, 20, size=(n, 12)).astype(np.uint16)
-        rows[:, 10:] = 1
-        rows[1::2, 9] = 1
-        rows.tofile(d / f'{split}.bin')
-    meta = {
-        'vocab_size': 20,
-        'row_len': 12,
-        'answer_start': 6,
-        'answer_len': 4,
-        'special_tokens': {'PAD': 1, 'PAUSE': 0},
-    }
-    (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
-    return str(root)
-
-
-def base_vocab(data_root):
-    with open(os.path.join(data_root, 'tiny_char', 'meta.pkl'), 'rb') as f:
-        return pickle.load(f)['vocab_size']
+def make_source(data_root, objective='unmasking', **over):
+    return source_of(data_root, objective, **over)
 
 
 def test_two_extra_ids_and_bidirectional(data_root):

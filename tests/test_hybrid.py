@@ -6,11 +6,9 @@ import contextlib
 import io
 import math
 import os
-import pickle
 import re
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,50 +17,13 @@ import diffusion
 import sample
 import train
 from configurator import ConfigError, run_cli
-from conftest import TINY
+from conftest import TINY, base_vocab, source_of
 from model import GPT, GPTConfig
 from utils import DataError
 
 
-def make_source(data_root, objective='hybrid', dataset='tiny_char', **over):
-    cfg = {
-        **train.DEFAULTS,
-        'data_root': data_root,
-        'dataset': dataset,
-        'block_size': 32,
-        'objective': objective,
-        **over,
-    }
-    return batches.make_source(cfg, seed=0)
-
-
-def base_vocab(data_root):
-    with open(os.path.join(data_root, 'tiny_char', 'meta.pkl'), 'rb') as f:
-        return pickle.load(f)['vocab_size']
-
-
-@pytest.fixture(scope='module')
-def rows_root(tmp_path_factory):
-    """Rows of 12 tokens, answer = positions [6, 10), PAD = 1 at positions 10, 11 of every row
-    and at the answer's last position in odd rows (as in test_diffusion.py)."""
-    root = tmp_path_factory.mktemp('hybrid_rows')
-    d = root / 'rows'
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (('train', 64), ('val', 16)):
-        rows = rng.integers(2, 20, size=(n, 12)).astype(np.uint16)
-        rows[:, 10:] = 1
-        rows[1::2, 9] = 1
-        rows.tofile(d / f'{split}.bin')
-    meta = {
-        'vocab_size': 20,
-        'row_len': 12,
-        'answer_start': 6,
-        'answer_len': 4,
-        'special_tokens': {'PAD': 1, 'PAUSE': 0},
-    }
-    (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
-    return str(root)
+def make_source(data_root, objective='hybrid', **over):
+    return source_of(data_root, objective, **over)
 
 
 @pytest.fixture(scope='module')
