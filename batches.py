@@ -79,7 +79,10 @@ class Source:
 
 
 class NextToken(Source):
-    """Plain next-token prediction on random windows of a flat token stream (nanoGPT)."""
+    """Plain next-token prediction on random windows of a flat token stream (nanoGPT). PAUSE and
+    PAD targets are never supervised when the meta names them (meta['special_tokens']: path-star
+    data, e.g. the older flat path-star streams with no row structure), and their shares are
+    logged (masked_pause, masked_pad) as the pathstar objective logs them."""
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
@@ -95,10 +98,21 @@ class NextToken(Source):
             s: TokenFile(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
             for s in ('train', 'val')
         }
+        self.pause, self.pad = pathstar.pause_pad_ids(self.meta)
 
     def get_batch(self, split, batch_size, gen=None):
         rows = self.files[split].windows(batch_size, self.T + 1, gen or self.gen)  # (B, T+1)
-        return {'x': rows[:, :-1], 'y': rows[:, 1:]}
+        x, y = rows[:, :-1], rows[:, 1:]
+        if self.pause is None and self.pad is None:
+            return {'x': x, 'y': y}
+        no = torch.zeros_like(y, dtype=torch.bool)
+        is_pause = y == self.pause if self.pause is not None else no
+        is_pad = y == self.pad if self.pad is not None else no
+        self.last_stats = {
+            'masked_pause': is_pause.float().mean(),
+            'masked_pad': is_pad.float().mean(),
+        }
+        return {'x': x, 'y': y.masked_fill(is_pause | is_pad, -1)}
 
 
 class PathStar(Source):
@@ -296,7 +310,8 @@ class SFT(Source):
     """Supervised fine-tuning on chat shards from data/chat/prepare.py: random windows of the
     token stream, as NextToken, with the aligned uint8 mask shifted *with the targets*:
     x = tok[i:i+T], y = tok[i+1:i+T+1], loss_mask = mask[i+1:i+T+1] (mask[j] = 1: token j is
-    a supervised target). use_loss_mask=False trains on every token of the same windows."""
+    a supervised target). use_loss_mask=False trains on every token of the same windows, and
+    also reads data without mask shards (chat.check_split warns)."""
 
     defaults = {'use_loss_mask': True}
 
@@ -313,14 +328,28 @@ class SFT(Source):
         self.block_size, self.use_loss_mask = self.cfg['block_size'], self.cfg['use_loss_mask']
         self.shards = {}  # split -> [(token path, mask path, length)]
         for split in ('train', 'val'):
-            shards = chat.check_split(data_dir, split, self.dtype, self.vocab_size)
+            shards = chat.check_split(
+                data_dir,
+                split,
+                self.dtype,
+                self.vocab_size,
+                need_mask=self.use_loss_mask,
+                n_tokens=(self.meta.get('split_tokens') or {}).get(split),
+            )
             for tok, _, (path, _) in shards:
                 if len(tok) <= self.block_size:
                     raise DataError(
                         f"{path} has {len(tok)} tokens, too few for --block_size="
                         f"{self.block_size}: lower block_size or add conversations"
                     )
-            self.shards[split] = [(tp, mp, len(tok)) for tok, _, (tp, mp) in shards]
+            # mask path None: no mask shard (use_loss_mask=False), every token supervised
+            self.shards[split] = [
+                (tp, mp if mask is not None else None, len(tok)) for tok, mask, (tp, mp) in shards
+            ]
+
+    def has_masks(self, split):
+        """Does every shard of the split have its mask shard?"""
+        return all(mp is not None for _, mp, _ in self.shards[split])
 
     def windows(self, split, batch_size, gen):
         """(B, T+1) tokens and (B, T+1) mask of random windows (shard chosen by length)."""
@@ -335,7 +364,11 @@ class SFT(Source):
             tp, mp, _ = shards[s]
             starts = ix[rows].numpy()
             toks[rows] = gather_windows(np.memmap(tp, dtype=self.dtype, mode='r'), starts, T + 1)
-            masks[rows] = gather_windows(np.memmap(mp, dtype=np.uint8, mode='r'), starts, T + 1) > 0
+            if mp is None:  # no mask shard: every token supervised
+                masks[rows] = True
+            else:
+                mask = np.memmap(mp, dtype=np.uint8, mode='r')
+                masks[rows] = gather_windows(mask, starts, T + 1) > 0
         return toks, masks
 
     def get_batch(self, split, batch_size, gen=None):
@@ -661,6 +694,87 @@ def all_defaults():
                 assert out.get(k, v) == v, f"config key {k} has two defaults"
                 out[k] = v
     return out
+
+
+def data_objective(meta, path):
+    """(objective, why): what a dataset is, from its meta (read from `path`; None: no meta.pkl).
+    Every writer records meta['objective']; older metas are recognised by their keys: row_len +
+    answer_start -> pathstar, chat 'special' tokens -> sft, PAUSE/PAD ids without row_len (an
+    older flat path-star stream) -> next_token (which masks them), anything else -> next_token."""
+    if meta is None:
+        return 'next_token', f"no {path}: a token stream"
+    if 'objective' in meta:
+        if meta['objective'] not in OBJECTIVES:
+            raise DataError(
+                f"{path} names objective {meta['objective']!r}, which is not one of "
+                f"{sorted(OBJECTIVES)}: pass --objective"
+            )
+        return meta['objective'], f"from {path}"
+    if 'row_len' in meta and 'answer_start' in meta:
+        return 'pathstar', f"from {path}: path-star rows (row_len, answer_start)"
+    if 'special' in meta:
+        return 'sft', f"from {path}: chat special tokens"
+    if any(i is not None for i in pathstar.pause_pad_ids(meta)):
+        return 'next_token', (
+            f"from {path}: an older path-star stream (PAUSE/PAD ids, no row_len), "
+            f"PAUSE/PAD targets masked"
+        )
+    return 'next_token', f"from {path}: a token stream"
+
+
+def choose_objective(cfg, explicit):
+    """(objective, why): the one place the objective of a run is chosen. Without --objective
+    (not in `explicit`) it is the one the dataset names (data_objective). An explicit one wins,
+    unless it cannot read the data: sft needs chat shards, pathstar needs rows (meta row_len),
+    and chat shards are read by sft only; that fails naming the objective that can. Objectives
+    that are a choice over the same data (mlm, unmasking, remasking, hybrid) are only ever
+    explicit."""
+    data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
+    check_dataset_dir(data_dir)
+    objective = cfg['objective']
+    if objective not in OBJECTIVES:
+        raise DataError(f"--objective={objective} is unknown; choose one of {sorted(OBJECTIVES)}")
+    meta = load_meta(data_dir, required=False)
+    native, why = data_objective(meta, os.path.join(data_dir, 'meta.pkl'))
+    if 'objective' not in explicit:
+        return native, why
+    meta = meta or {}
+    need = {
+        'sft': ('special' in meta, 'chat shards from data/chat/prepare.py'),
+        'pathstar': ('row_len' in meta, 'rows from pathstar.py (meta.pkl row_len)'),
+    }.get(objective)
+    if need and not need[0]:
+        raise ConfigError(
+            f"--objective={objective} cannot read {data_dir}: it needs {need[1]}; this "
+            f"dataset is read by --objective={native} ({why})"
+        )
+    if native == 'sft' and objective != 'sft':
+        raise ConfigError(
+            f"--objective={objective} cannot read {data_dir}: chat shards are read by "
+            f"--objective=sft (--use_loss_mask=False supervises every token)"
+        )
+    return objective, 'as given'
+
+
+def resolve_data(cfg, explicit):
+    """Sets cfg['objective'] (choose_objective) and, where the dataset has fixed rows and
+    block_size was not given, cfg['block_size'] from the rows (row_len - 1 for pathstar, whole
+    rows for the masked objectives). Called by train.py before the source is built; returns
+    the lines that say what was chosen and why."""
+    cfg['objective'], why = choose_objective(cfg, explicit)
+    lines = [f"objective {cfg['objective']} ({why})"]
+    if 'block_size' in explicit:
+        return lines
+    data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
+    meta = load_meta(data_dir, required=False) or {}
+    if cfg['objective'] == 'pathstar' and 'row_len' in meta:
+        cfg['block_size'] = meta['row_len'] - 1
+    elif issubclass(OBJECTIVES[cfg['objective']], MaskedSource) and 'answer_start' in meta:
+        cfg['block_size'] = meta['row_len']  # MaskedSource: whole rows
+    else:
+        return lines
+    lines.append(f"block_size {cfg['block_size']} (rows of {meta['row_len']} tokens in {data_dir})")
+    return lines
 
 
 def make_source(cfg, seed):

@@ -100,7 +100,7 @@ def check_shard(tok_path, mask_path, tokens, mask):
     if mask is None:
         raise DataError(
             f"{tok_path} has no mask shard {os.path.basename(mask_path)}: re-run "
-            f"data/chat/prepare.py (a token shard alone cannot be trained with a mask)"
+            f"data/chat/prepare.py, or train on every token with --use_loss_mask=False"
         )
     if len(tokens) != len(mask):
         raise DataError(
@@ -112,21 +112,42 @@ def check_shard(tok_path, mask_path, tokens, mask):
     return float(mask.mean()) if len(mask) else 0.0
 
 
-def check_split(data_dir, split, dtype, vocab_size):
-    """Validate every shard of a split at load; returns [(tokens memmap, mask memmap, paths)]."""
-    out, n_sup, n_tok = [], 0, 0
-    for tok_path, mask_path in shard_paths(data_dir, split):
+def check_split(data_dir, split, dtype, vocab_size, need_mask=True, n_tokens=None):
+    """Validate every shard of a split at load; returns [(tokens memmap, mask memmap, paths)].
+    The token shards' sizes are checked first (utils.size_problem; n_tokens: the split's count
+    from meta['split_tokens'], None for older metas). need_mask=False (--use_loss_mask=False)
+    accepts token shards without a mask shard, with a warning (mask None: every token is
+    supervised)."""
+    fix = 're-run data/chat/prepare.py'
+    paths = shard_paths(data_dir, split)
+    where = os.path.join(data_dir, split)
+    for tok_path, _ in paths:
+        utils.token_count(tok_path, dtype, fix=fix)  # empty, or not whole tokens
+    problem = utils.size_problem(sum(os.path.getsize(tp) for tp, _ in paths), dtype, n_tokens)
+    if problem:
+        raise DataError(f"{where} (its token shards together) {problem}; {fix}")
+    out, n_sup, n_tok, unmasked = [], 0, 0, []
+    for tok_path, mask_path in paths:
         tokens = np.memmap(tok_path, dtype=dtype, mode='r')
         mask = np.memmap(mask_path, dtype=np.uint8, mode='r') if os.path.exists(mask_path) else None
-        check_shard(tok_path, mask_path, tokens, mask)
+        if mask is None and not need_mask:
+            unmasked.append(os.path.basename(mask_path))
+        else:
+            check_shard(tok_path, mask_path, tokens, mask)
+            n_sup, n_tok = n_sup + int(mask.sum(dtype=np.int64)), n_tok + len(mask)
         if len(tokens) and int(tokens.max()) >= vocab_size:
             raise DataError(
                 f"{tok_path} holds token id {int(tokens.max())} >= vocab_size "
-                f"{vocab_size} of meta.pkl: re-run data/chat/prepare.py"
+                f"{vocab_size} of meta.pkl: {fix}"
             )
-        n_sup, n_tok = n_sup + int(mask.sum(dtype=np.int64)), n_tok + len(mask)
         out.append((tokens, mask, (tok_path, mask_path)))
-    check_density(n_sup, n_tok, os.path.join(data_dir, split))
+    if unmasked:
+        warnings.warn(
+            f"{where}: no mask shard ({', '.join(unmasked)}): with --use_loss_mask=False "
+            f"all tokens are supervised"
+        )
+    if n_tok:
+        check_density(n_sup, n_tok, where)
     return out
 
 
@@ -169,6 +190,8 @@ def sft_metrics(source, model, device):
         sums += torch.stack([(ce * m).sum(), ce.sum()])
         counts += torch.stack([m.sum(), torch.tensor(float(m.numel()), dtype=torch.float64)])
     loss = (sums / counts.clamp(min=1)).tolist()
+    if not source.has_masks('val'):  # no mask shards (--use_loss_mask=False): all tokens only
+        return {'val_all': loss[1]}
     return {f"val_{source.meta.get('mask_role', 'assistant')}": loss[0], 'val_all': loss[1]}
 
 
@@ -232,6 +255,7 @@ def show(data_dir, split='val', n=2, plain=None):
         split,
         np.dtype(meta.get('dtype', token_dtype(meta['vocab_size']))),
         meta['vocab_size'],
+        n_tokens=(meta.get('split_tokens') or {}).get(split),
     )[0]
     plain = (not sys.stdout.isatty()) if plain is None else plain
     on, off = ('[[', ']]') if plain else ('\033[42;30m', '\033[0m')

@@ -13,10 +13,14 @@ code: node i = i, '|' = N, '=' = N+1, '/' = N+2, '$' = N+3, then PAUSE, PAD):
     u1 v1 | u2 v2 | ... uE vE / s g = [PAUSE]*k p1 ... pl        (E = d(l-1), prefix 3E+3 tokens)
 In-weights rows (one fixed graph per dataset, node ids permuted), padded with PAD:
     [EDGE] u v   (or [EDGE] u > v / [EDGE] v < u)      [PATH] leaf [PAUSE]*k root ... leaf
+meta.pkl also records objective 'pathstar' (train.py picks it without --objective), the
+generation arguments (meta['args']: ensure_dataset regenerates a dataset made with others), the
+command that re-makes it (meta['prepare']) and each split's dtype and token count.
 """
 
 import argparse
 import os
+import shlex
 import sys
 import time
 
@@ -26,7 +30,7 @@ import torch
 import diffusion
 from checkpoint import load_model
 from configurator import run_cli
-from utils import DataError, TokenFile, token_dtype, write_dataset_dir
+from utils import DataError, TokenFile, load_meta, remake_hint, token_dtype, write_dataset_dir
 
 
 def _progress(done, total, t0, what):
@@ -133,7 +137,10 @@ def make_incontext(
     E = d * (l - 1)
     prefix_len = 3 * E + 3
     special = {'|': N, '=': N + 1, '/': N + 2, '$': N + 3, 'PAUSE': N + 4, 'PAD': N + 5}
+    args = dict(mode='incontext', d=d, l=l, N=N, num_train=num_train, num_val=num_val)
+    args.update(fmt, seed=seed)
     meta = dict(
+        **written_meta(args, out['train'], out['val']),
         vocab_size=N + 6,
         row_len=prefix_len + pauses + l,
         format='incontext',
@@ -230,7 +237,10 @@ def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balan
     train = train[rng.permutation(len(train))]
     e_len = edges.shape[1]
     special = {'EDGE': EDGE, 'PATH': PATH, '>': FWD, '<': BWD, 'PAUSE': PAUSE, 'PAD': PAD}
+    args = dict(mode='inweights', d=d, l=l, N=N, pauses=pauses, directions=directions)
+    args.update(holdout=holdout, balance=balance, seed=seed)
     meta = dict(
+        **written_meta(args, train, paths[is_held]),
         vocab_size=N + 6,
         row_len=row_len,
         format='inweights',
@@ -257,6 +267,53 @@ def make_inweights(d, l, N=None, pauses=0, directions=False, holdout=0.25, balan
 
 def pad_rows(rows, row_len, pad):
     return np.concatenate([rows, np.full((len(rows), row_len - rows.shape[1]), pad)], 1)
+
+
+def written_meta(args, train, val):
+    """The meta keys every path-star dataset records beside its format: what it is (objective),
+    its generation arguments (args: a demo regenerates a dataset made with others, see
+    ensure_dataset), the command that re-makes it, and each split's dtype and token count
+    (checked against the .bin sizes by utils.TokenFile)."""
+    N = args['N']
+    return dict(
+        objective='pathstar',
+        args=dict(args),
+        prepare=shlex.join(['python', 'pathstar.py', *cli_flags(args)]),
+        dtype=np.dtype(token_dtype(N + 6)).name,
+        split_tokens={'train': int(train.size), 'val': int(val.size)},
+    )
+
+
+def cli_flags(args):
+    """meta['args'] -> the pathstar.py flags that generate the same data."""
+    out = []
+    for k, v in args.items():
+        if k == 'balance':
+            out += [] if v else ['--no_balance']
+        elif isinstance(v, bool):
+            out += [f'--{k}'] if v else []
+        else:
+            out.append(f'--{k}={v}')
+    return out
+
+
+def generation_args(a):
+    """Parsed pathstar.py flags -> the meta['args'] that make_incontext / make_inweights record
+    for them (what ensure_dataset compares)."""
+    if a.mode == 'incontext':
+        keys = ('d', 'l', 'num_train', 'num_val', 'pauses', 'reverse', 'grouped', 'query_first')
+        return dict(mode=a.mode, N=a.N or 50, seed=a.seed, **{k: getattr(a, k) for k in keys})
+    return dict(
+        mode=a.mode,
+        d=a.d,
+        l=a.l,
+        N=a.N or a.d * (a.l - 1) + 1,
+        pauses=a.pauses,
+        directions=a.directions,
+        holdout=a.holdout,
+        balance=not a.no_balance,
+        seed=a.seed,
+    )
 
 
 # ------------------------------------------------------------------------ metadata
@@ -448,6 +505,11 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
     data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
     denoiser = ckpt.get('objective') == 'unmasking'
     how = 'diffusion' if denoiser else 'parallel' if cfg.get('pathstar_teacherless') else 'greedy'
+    if 'args' in meta and (load_meta(data_dir, required=False) or {}).get('args') != meta['args']:
+        raise DataError(
+            f"--evaluate={path}: {data_dir} is not the dataset this checkpoint was trained on "
+            f"(made with other generation arguments since): {remake_hint(meta, data_dir)}"
+        )
     file_meta = {**meta, 'vocab_size': meta.get('base_vocab_size', meta['vocab_size'])}
     rows = {s: read_rows(data_dir, s, file_meta) for s in ('val', 'train')}
     out = path_report(model, rows, meta, how, num_eval, device)
@@ -518,7 +580,7 @@ def main(argv=None):
             a.d, a.l, a.N, a.pauses, a.directions, a.holdout, not a.no_balance, a.seed
         )
     out_dir = os.path.join(a.data_root, a.name or default_name(a))
-    dt = token_dtype(meta['vocab_size'])
+    dt = meta['dtype']
     write_dataset_dir(
         out_dir,
         {
@@ -532,6 +594,39 @@ def main(argv=None):
         f"tokens, vocab_size {meta['vocab_size']}"
     )
     return out_dir
+
+
+def ensure_dataset(argv):
+    """The folder of the dataset pathstar.py writes for `argv`, generated (main(argv)) unless a
+    dataset made with the same generation arguments is already there and whole. A folder
+    whose meta.pkl records other arguments, or none (made before they were recorded), or whose
+    files do not match it, is regenerated; what happens and why is printed. For scripts that
+    train on a dataset they name (bench/pathstar_demo.py, bench/diffusion_ablation.py)."""
+    a = arg_parser().parse_args(argv)
+    out_dir = os.path.join(a.data_root, a.name or default_name(a))
+    want = generation_args(a)
+    try:
+        meta = load_meta(out_dir, required=False)
+        if meta is None:
+            why = 'not found'
+        elif 'args' not in meta:
+            why = 'its meta.pkl records no generation arguments (made by an older pathstar.py)'
+        elif meta['args'] != want:
+            diff = sorted(
+                k for k in set(want) | set(meta['args']) if meta['args'].get(k) != want.get(k)
+            )
+            why = 'made with ' + ', '.join(
+                f"{k}={meta['args'].get(k)!r} (this run needs {want.get(k)!r})" for k in diff
+            )
+        else:
+            for split in ('train', 'val'):  # whole: sizes as recorded
+                TokenFile(out_dir, split, meta)
+            return out_dir
+    except DataError as e:
+        why = str(e)
+    verb = 'generating' if why == 'not found' else 'regenerating'
+    print(f"{verb} {out_dir}: {why}", flush=True)
+    return main(argv)
 
 
 if __name__ == '__main__':

@@ -298,6 +298,9 @@ def main(argv=None):
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
     ctx = autocast_context(cfg, device_type)
+    for line in batches.resolve_data(cfg, explicit):  # objective, block_size: from the dataset
+        if master:
+            print(line)
     ckpt = read_init_checkpoint(cfg, explicit)  # may set architecture keys of cfg
     tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
     if master:

@@ -4,6 +4,7 @@ tokenizer. Imports nothing from the project (the bottom of the import order)."""
 import hashlib
 import os
 import pickle
+import shlex
 import shutil
 import tempfile
 
@@ -66,6 +67,18 @@ def write_dataset_dir(final_dir, files):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def script_command(script, parser, args, skip=('out_dir',)):
+    """`python <script> --flag=value ...` for the parsed `args` that differ from `parser`'s
+    defaults, leaving out `skip` (flags that only say where to write): what a prepare script
+    records in meta['prepare'], so that an error about its files can name the command."""
+    parts = ['python', script]
+    for k, v in vars(args).items():
+        if k in skip or v == parser.get_default(k):
+            continue
+        parts.append(f'--{k}' if v is True else f'--{k}={v}')
+    return shlex.join(parts)
+
+
 def mix_seed(*parts):
     """A 63-bit seed from ints and strings, the same in every process (Python's hash() of a
     str is randomised per process, which would break resume after a restart)."""
@@ -118,27 +131,93 @@ def gather_windows(data, starts, length):
     return torch.from_numpy(data[np.asarray(starts)[:, None] + np.arange(length)].astype(np.int64))
 
 
+def remake_hint(meta, data_dir):
+    """The fix of a broken dataset file: re-run the command recorded in meta['prepare'] (every
+    writer records it), or for older metas the dataset's prepare script."""
+    cmd = (meta or {}).get('prepare')
+    if cmd:  # recorded without where it writes: pathstar.py --data_root/--name, else --out_dir
+        d = os.path.normpath(data_dir)
+        if shlex.split(cmd)[1:2] == ['pathstar.py']:
+            where = [f'--data_root={os.path.dirname(d) or "."}', f'--name={os.path.basename(d)}']
+        else:
+            where = [f'--out_dir={d}']
+        return f"re-make {data_dir} with `{cmd} {shlex.join(where)}`"
+    return (
+        f"re-make {data_dir} with its prepare script (data/<dataset>/prepare.py, or "
+        f"pathstar.py for path-star data)"
+    )
+
+
+_WIDTHS = {1: 'uint8', 2: 'uint16', 4: 'uint32', 8: 'int64'}  # a file of another dtype
+
+
+def size_problem(nbytes, dtype, expected=None):
+    """What is wrong with `nbytes` of `dtype` tokens that should be `expected` tokens
+    (meta['split_tokens']; None for older metas: then only what the size alone tells), as the
+    end of a sentence about the file, or None: empty, another dtype (size = expected x another
+    item size), truncated or longer, not a whole number of tokens."""
+    dtype = np.dtype(dtype)
+    if nbytes == 0:
+        return "is empty"
+    if expected is not None and nbytes != expected * dtype.itemsize:
+        for size, name in _WIDTHS.items():
+            if size != dtype.itemsize and nbytes == expected * size:
+                return (
+                    f"holds {expected} tokens of {size} bytes ({name}?) but meta.pkl says "
+                    f"{dtype.name}: written with another dtype"
+                )
+        how = 'truncated' if nbytes < expected * dtype.itemsize else 'longer than meta.pkl says'
+        return (
+            f"is {nbytes} bytes but meta.pkl records {expected} {dtype.name} tokens "
+            f"({expected * dtype.itemsize} bytes): {how}"
+        )
+    if nbytes % dtype.itemsize:
+        return (
+            f"is {nbytes} bytes, not a whole number of {dtype.name} tokens "
+            f"({dtype.itemsize} bytes each): truncated or written with another dtype"
+        )
+    return None
+
+
+def token_count(path, dtype, expected=None, fix="re-run the dataset's prepare script"):
+    """The number of `dtype` tokens in the file at `path`, from its size; a size that is wrong
+    (size_problem) raises DataError naming the file and `fix`."""
+    nbytes = os.path.getsize(path)
+    problem = size_problem(nbytes, dtype, expected)
+    if problem:
+        raise DataError(f"{path} {problem}; {fix}")
+    return nbytes // np.dtype(dtype).itemsize
+
+
 class TokenFile:
-    """One split's token file `<data_dir>/<split>.bin`, checked once at load: present,
-    non-empty, ids < vocab_size, at least `min_tokens` long. .data() re-opens the memmap (per
-    batch, as nanoGPT does: a long-lived memmap leaks memory)."""
+    """One split's token file `<data_dir>/<split>.bin`, checked once at load: present, its size
+    agreeing with meta['dtype'] and meta['split_tokens'] (utils.token_count), ids < vocab_size,
+    at least `min_tokens` long. .data() re-opens the memmap (per batch, as nanoGPT does: a
+    long-lived memmap leaks memory)."""
 
     def __init__(self, data_dir, split, meta, min_tokens=1, what='tokens'):
         self.path = os.path.join(data_dir, f'{split}.bin')
+        self.fix = fix = remake_hint(meta, data_dir)
         if not os.path.exists(self.path):
-            raise DataError(f"{self.path} not found: re-run the dataset's prepare script")
+            raise DataError(f"{self.path} not found: {fix}")
         self.vocab_size = meta['vocab_size']
         self.dtype = np.dtype(meta.get('dtype', token_dtype(self.vocab_size)))
+        expected = (meta.get('split_tokens') or {}).get(split)
+        self.n = token_count(self.path, self.dtype, expected, fix)
         data = self.data()
-        self.n = len(data)
-        if self.n == 0:
-            raise DataError(f"{self.path} is empty: re-run the dataset's prepare script")
+        if expected is None and self.dtype == np.uint16 and self.n >= 32:
+            head = np.asarray(data[: 1 << 20])  # no count to check against: the wider-file sign
+            if not head[1::2].any() and head[::2].any():
+                raise DataError(
+                    f"{self.path}: every second uint16 is 0, as in a file of wider tokens "
+                    f"(uint32/int64) read as uint16 (meta.pkl records no 'split_tokens' to "
+                    f"check against): {fix}"
+                )
         top = int(data.max())
         if top >= self.vocab_size:
             raise DataError(
                 f"{self.path} holds token id {top} >= vocab_size {self.vocab_size} "
-                f"from meta.pkl: the data and meta.pkl disagree; re-run the "
-                f"dataset's prepare script"
+                f"from meta.pkl: the data and meta.pkl disagree; {fix}"
             )
         if self.n < min_tokens:
             raise DataError(
@@ -159,7 +238,7 @@ class TokenFile:
         if self.n % row_len:
             raise DataError(
                 f"{self.path} holds {self.n} tokens, not a multiple of row_len "
-                f"{row_len} from meta.pkl: re-generate the dataset"
+                f"{row_len} from meta.pkl: {self.fix}"
             )
         return torch.from_numpy(np.asarray(self.data()).astype(np.int64).reshape(-1, row_len))
 

@@ -21,6 +21,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import pathstar  # noqa: E402
+
 CONFIG = 'config/diffusion_pathstar_d2_l5.py'
 DATA = ['--mode=incontext', '--d=2', '--l=5', '--N=50']
 # the optimizer of a plain AdamW script: each one on its own, then all four
@@ -114,10 +117,8 @@ def main(argv=None):
         for n in names:
             print(f"{n}: python {' '.join(command(n, a)[0])}")
         return
-    if not a.reuse:
-        cfg_dataset = 'incontext_pathstar_d2_l5_n50'
-        if not os.path.exists(os.path.join('data', cfg_dataset, 'meta.pkl')):
-            subprocess.run([sys.executable, 'pathstar.py', *DATA], check=True)
+    if not a.reuse:  # the config's dataset, (re)generated unless made with exactly DATA
+        pathstar.ensure_dataset(DATA + ['--name=incontext_pathstar_d2_l5_n50'])
         run(names, a)
     print(
         f"\n| row | flags on top of {CONFIG} | left plateau (conf >= 0.5) | solved (>= {a.solved}) "

@@ -9,7 +9,8 @@ masked-diffusion denoiser (reported to avoid it; not reproduced here, README "Ma
 
 Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one thread, M = the
 run's scale x --max_iters (see RUNS), logging to <out_dir>/train.log; the table evaluates each run's
-final checkpoint (pathstar.evaluate_checkpoint). Datasets are made with pathstar.py when missing.
+final checkpoint (pathstar.evaluate_checkpoint). Datasets are made with pathstar.py when missing,
+and made again when their meta.pkl records other generation arguments (pathstar.ensure_dataset).
 """
 
 import argparse
@@ -101,16 +102,15 @@ def main(argv=None):
     chosen = RUNS if a.runs == 'all' else [RUNS[int(i)] for i in a.runs.split(',')]
     for label, config, flags, expect, extra, scale in chosen:
         cfg, _ = load_config(DEFAULTS, [config] + extra)
-        if not os.path.exists(os.path.join(cfg['data_root'], cfg['dataset'], 'meta.pkl')):
-            pathstar.main(
-                [
-                    '--mode=incontext',
-                    f'--num_train={a.num_train}',
-                    f"--data_root={cfg['data_root']}",
-                    f"--name={cfg['dataset']}",
-                ]
-                + flags
-            )
+        pathstar.ensure_dataset(  # (re)generated unless made with exactly these arguments
+            [
+                '--mode=incontext',
+                f'--num_train={a.num_train}',
+                f"--data_root={cfg['data_root']}",
+                f"--name={cfg['dataset']}",
+            ]
+            + flags
+        )
         log = os.path.join(cfg['out_dir'], 'train.log')
         runs.append((label, [config] + extra, log, expect, a.max_iters * scale))
     todo = [r for r in runs if not (a.reuse and last_eval(r[2], r[4]))]

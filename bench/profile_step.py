@@ -19,13 +19,13 @@ from throughput import make_step  # noqa: E402
 
 
 def main(argv=None):
-    cfg, _ = load_config(
+    cfg, explicit = load_config(
         dict(train.DEFAULTS, prof_steps=5, prof_rows=12), sys.argv[1:] if argv is None else argv
     )
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
     cfg['device'] = 'cpu'
-    step, _ = make_step(cfg)  # the step bench/throughput.py times
+    step, _ = make_step(cfg, explicit)  # the step bench/throughput.py times
     for _ in range(2):
         step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -21,10 +21,15 @@ import train  # noqa: E402
 from configurator import load_config  # noqa: E402
 
 
-def make_step(cfg):
+def make_step(cfg, explicit=None):
     """(step, device): step() runs one optimisation step of cfg with train.py's own code
     (train.draw_batches, train.train_step) and returns the seconds spent drawing the batches.
-    Shared by this script and bench/profile_step.py."""
+    explicit: the keys given (load_config); with it the objective and block_size are chosen
+    as train.py chooses them (batches.resolve_data). Shared by this script and
+    bench/profile_step.py."""
+    if explicit is not None:
+        for line in batches.resolve_data(cfg, explicit):
+            print(line)
     device = cfg['device'] = (
         'cuda'
         if cfg['device'] == 'auto' and torch.cuda.is_available()
@@ -53,9 +58,10 @@ def make_step(cfg):
     return step, device
 
 
-def measure(cfg, steps=20, warmup=5):
-    """Returns a dict of figures for `steps` timed optimisation steps of cfg."""
-    step, device = make_step(cfg)
+def measure(cfg, steps=20, warmup=5, explicit=None):
+    """Returns a dict of figures for `steps` timed optimisation steps of cfg (explicit: see
+    make_step)."""
+    step, device = make_step(cfg, explicit)
     use_cuda = 'cuda' in device
     sync = torch.cuda.synchronize if use_cuda else (lambda: None)
     step_t, batch_t = [], []
@@ -84,10 +90,10 @@ def measure(cfg, steps=20, warmup=5):
 
 def main(argv=None):
     defaults = dict(train.DEFAULTS, bench_steps=20, bench_warmup=5, bench_json=False)
-    cfg, _ = load_config(defaults, sys.argv[1:] if argv is None else argv)
+    cfg, explicit = load_config(defaults, sys.argv[1:] if argv is None else argv)
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
-    r = measure(cfg, cfg['bench_steps'], cfg['bench_warmup'])
+    r = measure(cfg, cfg['bench_steps'], cfg['bench_warmup'], explicit)
     print(
         f"{cfg['objective']} {cfg['dataset']} B={cfg['batch_size']} T={cfg['block_size']} "
         f"L={cfg['n_layer']} C={cfg['n_embd']} threads={torch.get_num_threads()}: "

@@ -33,7 +33,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 from chat import SPECIALS, check_density, check_messages, render  # noqa: E402
 from configurator import run_cli  # noqa: E402
-from utils import DataError, gpt2_encoding, token_dtype, write_dataset_dir  # noqa: E402
+from utils import (  # noqa: E402
+    DataError,
+    gpt2_encoding,
+    script_command,
+    token_dtype,
+    write_dataset_dir,
+)
 
 SHARD_TOKENS = 50_000_000  # tokens per shard file
 
@@ -217,6 +223,11 @@ def main(argv=None):
             files[name + '.bin'] = ids[k : k + SHARD_TOKENS]
             files[name + '_mask.bin'] = mask[k : k + SHARD_TOKENS]
     meta.update(special=special, dtype=np.dtype(dtype).name, mask_role=a.mask_role, counts=counts)
+    meta.update(
+        objective='sft',  # what the data is: train.py picks the objective from it
+        split_tokens={split: c['tokens'] for split, c in counts.items()},  # checked at load
+        prepare=script_command('data/chat/prepare.py', p, a),
+    )
     files['meta.pkl'] = meta
     write_dataset_dir(a.out_dir, files)
     for split in splits:  # shards left by an earlier, larger run would be read as data

@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'shakespeare_char'))
 from prepare import read_input  # noqa: E402  (same download-once logic)
-from utils import gpt2_encoding, write_dataset_dir  # noqa: E402
+from utils import gpt2_encoding, script_command, write_dataset_dir  # noqa: E402
 
 
 def main(argv=None):
@@ -33,7 +33,15 @@ def main(argv=None):
     n = int(len(data) * (1 - args.val_fraction))
     train = np.array(enc.encode_ordinary(data[:n]), dtype=np.uint16)
     val = np.array(enc.encode_ordinary(data[n:]), dtype=np.uint16)
-    meta = {'vocab_size': 50304, 'tokenizer': 'gpt2', 'dtype': 'uint16', 'eot_token': enc.eot_token}
+    meta = {
+        'vocab_size': 50304,
+        'tokenizer': 'gpt2',
+        'dtype': 'uint16',
+        'eot_token': enc.eot_token,
+        'objective': 'next_token',  # what the data is: train.py picks the objective from it
+        'split_tokens': {'train': len(train), 'val': len(val)},  # utils.TokenFile checks sizes
+        'prepare': script_command('data/shakespeare/prepare.py', p, args),
+    }
     write_dataset_dir(args.out_dir, {'train.bin': train, 'val.bin': val, 'meta.pkl': meta})
     print(f"train {len(train):,} / val {len(val):,} BPE tokens -> {args.out_dir}")
 

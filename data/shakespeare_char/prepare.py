@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-from utils import write_dataset_dir  # noqa: E402
+from utils import script_command, write_dataset_dir  # noqa: E402
 
 URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,6 +53,9 @@ def main(argv=None):
         'stoi': stoi,
         'tokenizer': 'char',
         'dtype': 'uint16',
+        'objective': 'next_token',  # what the data is: train.py picks the objective from it
+        'split_tokens': {'train': n, 'val': len(ids) - n},  # utils.TokenFile checks the sizes
+        'prepare': script_command('data/shakespeare_char/prepare.py', p, args),
     }
     write_dataset_dir(args.out_dir, {'train.bin': ids[:n], 'val.bin': ids[n:], 'meta.pkl': meta})
     print(
