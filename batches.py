@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 import chat
+import checkpoint
 import diffusion
 import mlm
 import pathstar
-from checkpoint import load_model
 from configurator import ConfigError
 from utils import DataError, TokenFile, gather_windows, load_meta, seeded
 
@@ -537,17 +537,9 @@ class Remasking(MaskedSource):
         self.denoiser = None
         path = self.cfg['remasking_denoiser']
         if path:
-            self.denoiser, ck = load_model(path, flag='--remasking_denoiser')
-            if (
-                ck.get('objective') not in (None, 'unmasking')
-                or ck['model_args']['causal']
-                or (ck['meta'] or {}).get('mask_token_id') != self.mask_id
-            ):
-                raise DataError(
-                    f"--remasking_denoiser={path} is not an unmasking checkpoint of "
-                    f"this dataset (objective {ck.get('objective')!r}; need "
-                    f"'unmasking' with mask id {self.mask_id})"
-                )
+            self.denoiser, _ = checkpoint.load_checked(
+                path, '--remasking_denoiser', ('unmasking',), self.meta, f"the data in {data_dir}"
+            )
             self.meta = {**self.meta, 'remasking_denoiser': path}
 
     def get_batch(self, split, batch_size, gen=None):
@@ -632,17 +624,13 @@ class Hybrid(MaskedSource):
         self.run_tag = f'hybrid_{src}'
         self.denoiser = None
         if path:
-            self.denoiser, ck = load_model(path, flag='--hybrid_denoiser')
-            if (
-                ck.get('objective') not in (None, 'unmasking', 'hybrid')
-                or ck['model_args']['causal']
-                or (ck['meta'] or {}).get('mask_token_id') != self.mask_id
-            ):
-                raise DataError(
-                    f"--hybrid_denoiser={path} is not an unmasking/hybrid "
-                    f"checkpoint of this dataset (objective {ck.get('objective')!r}, "
-                    f"need mask id {self.mask_id})"
-                )
+            self.denoiser, _ = checkpoint.load_checked(
+                path,
+                '--hybrid_denoiser',
+                ('unmasking', 'hybrid'),
+                self.meta,
+                f"the data in {data_dir}",
+            )
             self.meta = {**self.meta, 'hybrid_denoiser': path}
 
     def get_batch(self, split, batch_size, gen=None):

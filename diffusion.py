@@ -15,7 +15,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from checkpoint import load_model
+import checkpoint
 from configurator import ConfigError
 from utils import to_device
 
@@ -276,17 +276,10 @@ def single_position_accuracy(model, rows, meta, device='cpu'):
 
 
 def load_remasker(path, meta, device='cpu'):
-    """A remasking checkpoint whose vocabulary (mask / wrong ids) matches the denoiser's meta."""
-    remasker, ck = load_model(path, device, flag='--remasker_ckpt')
-    if (
-        ck.get('objective') != 'remasking'
-        or (ck['meta'] or {}).get('wrong_token_id') != meta['wrong_token_id']
-    ):
-        raise ConfigError(
-            f"--remasker_ckpt={path} is not a remasking checkpoint with wrong id "
-            f"{meta['wrong_token_id']} (objective {ck.get('objective')!r})"
-        )
-    return remasker
+    """A remasking checkpoint with the denoiser's vocabulary (meta: the denoiser's)."""
+    return checkpoint.load_checked(
+        path, '--remasker_ckpt', ('remasking',), meta, 'the denoiser', device
+    )[0]
 
 
 # ---- hybrid objective: one model that drafts and flags its own wrong tokens (batches.Hybrid) ----

@@ -4,8 +4,15 @@ One GPT for every objective in nanomask (after nanoGPT's model.py).
 What the model is trained to predict is decided by the batch, never by the model:
   targets       (B, T) long, -1 = not supervised
   loss_mask     (B, T) bool/float, per-token weight of the cross-entropy (optional)
-  attention_mask(B, T) bool, True = real token; False keys are never attended to and
-                False positions are never supervised (optional)
+  attention_mask(B, T) bool, True = real token; False keys are never attended to, and a
+                target is supervised only where its position is real (optional):
+                  bidirectional (MLM, diffusion): y_t is the token at t -> attention_mask[t];
+                  causal: y_t is the token at t+1 -> attention_mask[t] and attention_mask[t+1]
+                  (an HF-style right-padded batch whose labels hold pad ids: the pad after a
+                  row's last real token is never a target). The last column's target lies
+                  outside the window: it counts iff attention_mask[T-1] (a row that fills the
+                  window goes on past it, as in a token stream; so an all-True mask equals no
+                  mask). A batch that knows its last target is padding sets y[:, -1] = -1.
 With `n_future = k > 1`, extra heads predict t+2 ... t+k; their targets and masks are the
 head-1 ones shifted left (see `future_targets`), so no head is supervised beyond its row.
 """
@@ -186,22 +193,37 @@ def future_targets(targets, weights, n_future):
     return tgt, w
 
 
-def supervised_weights(targets, loss_mask=None, attention_mask=None, n_future=1):
+def supervised_weights(targets, loss_mask=None, attention_mask=None, n_future=1, causal=None):
     """Per-head total loss weight (k,) of a batch: what the loss is normalised by.
 
     train.py sums this over all micro-batches (and ranks) of a step before the forward
-    passes, so the loss is a mean over the supervised tokens of the whole batch."""
-    return _token_weights(targets, loss_mask, attention_mask, n_future)[1].sum(dim=(1, 2))
+    passes, so the loss is a mean over the supervised tokens of the whole batch.
+    causal: the model's config.causal; needed with an attention_mask (the rule for which
+    targets are real differs, see the module docstring)."""
+    if attention_mask is not None and causal is None:
+        raise ValueError("supervised_weights with an attention_mask needs causal= (config.causal)")
+    return _token_weights(targets, loss_mask, attention_mask, n_future, causal)[1].sum(dim=(1, 2))
 
 
-def _token_weights(targets, loss_mask, attention_mask, n_future):
+def _token_weights(targets, loss_mask, attention_mask, n_future, causal=True):
+    """(k, B, T) targets and weights of every head: the one place that decides what is
+    supervised (loss_terms and supervised_weights both come here)."""
     w = (targets != -1).float()
     if loss_mask is not None:
         w = w * loss_mask.float()
+    real = None
     if attention_mask is not None:
-        w = w * attention_mask.float()
+        real = attention_mask.bool()
+        if causal:  # y_t is the token at t+1 (the last column: real iff attention_mask[T-1])
+            w = w * (real & torch.cat([real[:, 1:], real[:, -1:]], 1)).float()
+        else:  # y_t is the token at t
+            w = w * real.float()
     targets = torch.where(w > 0, targets, torch.full_like(targets, -1))
-    return future_targets(targets, w, n_future)
+    tgt, w = future_targets(targets, w, n_future)
+    if real is not None and n_future > 1:  # head i at t reads input t: it must be real too
+        w = w * real.float()
+        tgt = torch.where(w > 0, tgt, torch.full_like(tgt, -1))
+    return tgt, w
 
 
 class GPT(nn.Module):
@@ -289,7 +311,9 @@ class GPT(nn.Module):
         over many batches (evaluation). Also returns head-1 logits (B, T, V)."""
         h, attn_mask = self.trunk(idx, attention_mask)
         logits = self.head_logits(h, attn_mask)  # (k, B, T, V)
-        tgt, w = _token_weights(targets, loss_mask, attention_mask, logits.size(0))
+        tgt, w = _token_weights(
+            targets, loss_mask, attention_mask, logits.size(0), self.config.causal
+        )
         ce = F.cross_entropy(
             logits.float().flatten(0, 2), tgt.flatten(), ignore_index=-1, reduction='none'
         ).view_as(w)
@@ -309,6 +333,9 @@ class GPT(nn.Module):
         loss = sum over heads of head_weight_i * (weighted CE sum of head i) / loss_norm_i.
         loss_norm (k,) defaults to this batch's own supervised weight; train.py passes the
         whole accumulated batch's. A head with nothing to supervise gives 0, not NaN.
+        attention_mask: False positions are never attended to nor supervised; a causal model's
+        target y_t (the token at t+1) counts only if t and t+1 are real (the last column: if
+        T-1 is), in every head; a bidirectional model's y_t counts if t is real.
         last_only: logits of the last position only (generation shortcut, as in nanoGPT)."""
         if targets is None:
             h, _ = self.trunk(idx, attention_mask)

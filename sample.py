@@ -9,7 +9,8 @@ mode=chat: --start is a user message, rendered with the chat template; prints th
 reply, stopped at its end-of-turn token (checkpoints trained on data/chat/prepare.py data).
 mode=diffusion: masked-diffusion sampling from an `unmasking` checkpoint (diffusion.py;
     keys steps, length, order, score_temperature, block_len, remask, remask_ratio, ...).
-Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE).
+Decoding uses the meta stored in the checkpoint (char vocab or GPT-2 BPE); a nanoGPT checkpoint
+uses data/<its config's dataset>/meta.pkl (as nanoGPT's sample.py), else GPT-2 BPE.
 """
 
 import os
@@ -19,7 +20,7 @@ import torch
 
 import diffusion
 from chat import sample_chat
-from checkpoint import load_model
+from checkpoint import check_kind, load_model
 from configurator import ConfigError, load_config, run_cli
 from mtp import speculative_generate
 from utils import DataError, text_codec
@@ -61,14 +62,31 @@ def encode_prompt(encode, text, cfg):
         ) from None
 
 
+def checkpoint_codec(ckpt, cfg):
+    """text_codec of the checkpoint's vocabulary; a checkpoint without one (nanoGPT, no
+    meta.pkl of its dataset) is GPT-2 BPE, and the error says why when that is unavailable."""
+    try:
+        return text_codec(ckpt['meta'], cfg['bpe_dir'])
+    except DataError as e:
+        if ckpt['meta'] is not None:
+            raise
+        where = ckpt.get('meta_path')
+        where = f"{where} not found" if where else "its config names no dataset"
+        raise DataError(
+            f"{ckpt['flag']}={ckpt['path']} has no vocabulary of its own (a nanoGPT checkpoint; "
+            f"{where}), so it is read as GPT-2 BPE: {e}"
+        ) from None
+
+
 def sample_diffusion(cfg, model, ckpt):
     """--mode=diffusion: prompt `start` (fixed) + [MASK] up to `length`."""
     meta, path = ckpt['meta'] or {}, ckpt['path']
-    if model.config.causal or 'mask_token_id' not in meta or ckpt.get('objective') == 'remasking':
-        raise ConfigError(
-            f"{path} is not a masked-diffusion denoiser (objective "
-            f"'{ckpt.get('objective')}'): train one with --objective=unmasking"
-        )
+    check_kind(
+        ckpt,
+        objectives=('unmasking', 'hybrid'),
+        causal=False,
+        fix='--mode=diffusion samples from a denoiser: train one with --objective=unmasking',
+    )
     base, mask_id, wrong_id = diffusion.vocab_ids(meta)
     if cfg['remask'] == 'self':
         diffusion.check_self_remask(ckpt, path)
@@ -112,17 +130,15 @@ def sample_diffusion(cfg, model, ckpt):
 
 def sample_next_token(cfg, model, ckpt):
     path = ckpt['path']
-    if not model.config.causal:
-        raise ConfigError(
-            f"{path} is a bidirectional model (objective "
-            f"'{ckpt.get('objective')}'): next-token sampling needs a causal one"
-        )
+    check_kind(
+        ckpt, causal=True, fix='next-token sampling needs one (--mode=diffusion: a denoiser)'
+    )
     if cfg['speculative'] and model.config.n_future < 2:
         raise ConfigError(
             f"--speculative=True needs a checkpoint with extra heads (n_future > 1); "
             f"{path} has n_future={model.config.n_future}"
         )
-    encode, decode = text_codec(ckpt['meta'], cfg['bpe_dir'])
+    encode, decode = checkpoint_codec(ckpt, cfg)
     ids = encode_prompt(encode, prompt_text(cfg), cfg)
     if not ids:
         raise ConfigError(f"--start={cfg['start']!r} has no token in this vocabulary")
@@ -146,6 +162,7 @@ def sample_next_token(cfg, model, ckpt):
 
 
 def chat_mode(cfg, model, ckpt):
+    check_kind(ckpt, causal=True, fix='--mode=chat generates left to right')
     return sample_chat(cfg, model, ckpt, prompt_text(cfg))
 
 

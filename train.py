@@ -24,7 +24,7 @@ import batches
 import checkpoint
 from configurator import ConfigError, load_config, run_cli
 from model import ARCH_KEYS, GPT, INIT_KEYS, RUN_KEYS, GPTConfig, supervised_weights
-from utils import DataError, atomic_write, mix_seed, seeded, to_device, vocab_compatible
+from utils import atomic_write, mix_seed, seeded, to_device
 
 DEFAULTS = dict(
     # I/O
@@ -153,18 +153,17 @@ def build_model(cfg, explicit, source, ckpt=None):
                 f"--{k}={cfg[k]} conflicts with {path} ({k}={saved[k]}): the "
                 f"architecture comes from the checkpoint; drop the flag"
             )
-    if not vocab_compatible(ckpt['meta'], source.meta):
-        raise DataError(
-            f"{path} was trained on a different vocabulary than dataset "
-            f"'{cfg['dataset']}': prepare the data with the base model's tokenizer"
-        )
-    if saved['vocab_size'] > source.vocab_size or (
-        cfg['init_from'] == 'resume' and saved['vocab_size'] != source.vocab_size
-    ):
-        raise DataError(
-            f"{path} has vocab_size {saved['vocab_size']} but dataset "
-            f"'{cfg['dataset']}' has {source.vocab_size}: use the matching dataset"
-        )
+    resume = cfg['init_from'] == 'resume'
+    checkpoint.check_init(ckpt, cfg['objective'], resume)  # what it is: checkpoint.py
+    checkpoint.check_vocab(
+        ckpt,
+        source.meta,
+        f"dataset '{cfg['dataset']}'",
+        source.vocab_size,
+        exact=resume,
+        fix="use the matching dataset, or prepare it with the base model's tokenizer",
+        flag='--init_from',
+    )
     model = checkpoint.build(ckpt, **run, causal=source.causal)
     model.resize_vocab(source.vocab_size)  # SFT: new special tokens get fresh rows
     if cfg['block_size'] < model.config.block_size:
@@ -198,9 +197,10 @@ def train_step(model, optimizer, scaler, micro, cfg, ctx, dropout_seeds, ddp=Fal
     tokens, this rank's share when ddp; gradient norm before clipping)."""
     raw = model.module if ddp else model
     raw = getattr(raw, '_orig_mod', raw)  # under torch.compile
-    k = raw.config.n_future
+    k, causal = raw.config.n_future, raw.config.causal
     norm = sum(
-        supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k) for b in micro
+        supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k, causal)
+        for b in micro
     )
     if ddp:
         dist.all_reduce(norm)

@@ -299,9 +299,16 @@ def gpt2_encoding(bpe_dir=None):
             dst = os.path.join(cache, sha)
             if not os.path.exists(dst):
                 shutil.copyfile(os.path.join(bpe_dir, name), dst)
-    import tiktoken
+    try:
+        import tiktoken
 
-    return tiktoken.get_encoding('gpt2')
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:  # no tiktoken, or offline without its cache: one line, not a traceback
+        raise DataError(
+            f"GPT-2 BPE is not available here ({type(e).__name__}: tiktoken needs its files, "
+            f"downloaded once or cached): pass --bpe_dir=<a folder with GPT-2's vocab.bpe and "
+            f"encoder.json>"
+        ) from None
 
 
 def text_codec(meta, bpe_dir=''):
@@ -338,18 +345,74 @@ def text_codec(meta, bpe_dir=''):
     return (lambda s: enc.encode(s, allowed_special={'<|endoftext|>'})), decode
 
 
-def vocab_compatible(old_meta, new_meta):
+def vocab_compatible(old_meta, new_meta, exact=False):
     """Can a model trained on old_meta's vocabulary read new_meta's ids? The new vocabulary
-    may only append tokens (e.g. SFT role tags) to the old one."""
+    may only append tokens (e.g. SFT role tags) to the old one; exact: it must be the same.
+    See vocab_mismatch (which also says how they differ)."""
+    return vocab_mismatch(old_meta, new_meta, exact) is None
+
+
+def vocab_kind(meta):
+    """What a meta's ids are: 'path-star <format> (N=..)', 'characters', 'GPT-2 BPE', or None
+    when the meta does not say (no meta.pkl, a nanoGPT checkpoint without one)."""
+    meta = meta or {}
+    if meta.get('format'):
+        return f"path-star {meta['format']} (N={meta.get('N')})"
+    tok = meta.get('tokenizer') or ('char' if 'itos' in meta else None)
+    return {'char': 'characters', 'gpt2': 'GPT-2 BPE', None: None}.get(tok, tok)
+
+
+_ID_NAMES = {'mask_token_id': '[MASK]', 'sep_token_id': '[SEP]', 'wrong_token_id': 'WRONG'}
+
+
+def named_ids(meta):
+    """id -> name of every special id a meta names: [MASK] / [SEP] / WRONG (MLM, diffusion),
+    path-star's special_tokens, the chat template's special tokens."""
+    meta = meta or {}
+    out = {meta[k]: name for k, name in _ID_NAMES.items() if meta.get(k) is not None}
+    for group in ('special_tokens', 'special'):
+        out.update({i: name for name, i in (meta.get(group) or {}).items()})
+    return out
+
+
+def vocab_mismatch(old_meta, new_meta, exact=False, sides=('the checkpoint', 'the data')):
+    """None if a model trained on old_meta's vocabulary reads new_meta's ids as it learned them
+    (new may append tokens; exact: no appending either), else how they differ, for an error
+    message naming the two `sides`. Compared: what the ids are (vocab_kind: path-star format
+    and N, characters, GPT-2 BPE), the string of each id, and every special id (mask / sep /
+    wrong, path-star and chat specials). A meta that does not say what its ids are (no
+    meta.pkl; nanoGPT) is not compared here: the caller compares sizes."""
     if not old_meta or not new_meta:
-        return True
-    if (
-        old_meta.get('tokenizer')
-        and new_meta.get('tokenizer')
-        and old_meta['tokenizer'] != new_meta['tokenizer']
-    ):
-        return False
+        return None
+    old, new = sides
+    old_kind, new_kind = vocab_kind(old_meta), vocab_kind(new_meta)
+    if old_kind and new_kind and old_kind != new_kind:
+        return f"{old_kind} ids in {old}, {new_kind} in {new}"
     old_itos, new_itos = old_meta.get('itos'), new_meta.get('itos')
     if old_itos is not None and new_itos is not None:
-        return all(new_itos.get(i) == s for i, s in old_itos.items())
-    return True
+        for i in sorted(set(old_itos) | (set(new_itos) if exact else set())):
+            if old_itos.get(i) != new_itos.get(i):
+                old_s, new_s = (repr(m[i]) if i in m else 'absent' for m in (old_itos, new_itos))
+                return f"id {i} is {old_s} in {old} but {new_s} in {new}"
+    old_base, new_base = old_meta.get('base_vocab_size'), new_meta.get('base_vocab_size')
+    if old_base is not None and new_base is not None and old_base != new_base:
+        return f"a base vocabulary of {old_base} ids in {old}, {new_base} in {new}"
+    old_names, new_names = named_ids(old_meta), named_ids(new_meta)
+    inf = float('inf')
+
+    def what(names, meta, i):
+        if i in names:
+            return names[i]
+        return 'absent' if i >= meta.get('vocab_size', inf) else 'an ordinary token'
+
+    old_size = old_meta.get('vocab_size', inf)
+    for i in sorted(set(old_names) | {i for i in new_names if i < old_size or exact}):
+        if old_names.get(i) != new_names.get(i):
+            return (
+                f"id {i} is {what(old_names, old_meta, i)} in {old} but "
+                f"{what(new_names, new_meta, i)} in {new}"
+            )
+    old_n, new_n = old_meta.get('vocab_size'), new_meta.get('vocab_size')
+    if exact and old_n != new_n:
+        return f"{old_n} ids in {old}, {new_n} in {new}"
+    return None

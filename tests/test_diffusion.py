@@ -103,7 +103,7 @@ def test_on_policy_corruptions_are_the_denoisers_samples(data_root, tiny_args, t
     # WRONG only where the sample differs from the original: chosen positions holding 5 stay
     assert torch.equal(b['wrong'], chosen & (tok != 5)) and (chosen & (tok == 5)).any()
     assert torch.equal(b['y'], torch.where(b['wrong'], V + 1, tok))
-    with pytest.raises(DataError, match='not an unmasking checkpoint'):
+    with pytest.raises(ConfigError, match='not an unmasking checkpoint: it is a next-token'):
         train.main(tiny_args + ['--max_iters=1', '--eval_interval=100', f'--out_dir={tmp_path}/nt'])
         make_source(data_root, 'remasking', remasking_denoiser=f'{tmp_path}/nt/ckpt.pt')
 
@@ -270,7 +270,7 @@ def test_sample_py_diffusion_mode_end_to_end(tiny_args, tmp_path):
     with pytest.raises(ConfigError, match='not a remasking checkpoint'):
         sample.main(args + ['--remask=learned', f'--remasker_ckpt={tmp_path}/out/ckpt.pt'])
     train.main(tiny_args + ['--max_iters=1', '--eval_interval=100', f'--out_dir={tmp_path}/nt'])
-    with pytest.raises(ConfigError, match='not a masked-diffusion denoiser'):
+    with pytest.raises(ConfigError, match='^--out_dir=.* not an unmasking or hybrid checkpoint'):
         sample.main([f'--out_dir={tmp_path}/nt', '--mode=diffusion'])
 
 
@@ -339,7 +339,9 @@ def test_remasker_with_other_special_ids_is_refused(tiny_args, tmp_path):
     ck = torch.load(f'{tmp_path}/rm/ckpt.pt', weights_only=False)
     ck['meta']['wrong_token_id'] += 1  # e.g. trained on another base vocabulary
     torch.save(ck, f'{tmp_path}/rm_other.pt')
-    with pytest.raises(ConfigError, match='not a remasking checkpoint with wrong id'):
+    with pytest.raises(
+        DataError, match='^--remasker_ckpt=.* different vocabulary than the denoiser'
+    ):
         sample.main(
             [
                 f'--out_dir={tmp_path}/out',

@@ -19,7 +19,6 @@ import train
 from configurator import ConfigError, run_cli
 from conftest import TINY, base_vocab, source_of
 from model import GPT, GPTConfig
-from utils import DataError
 
 
 def make_source(data_root, objective='hybrid', **over):
@@ -177,7 +176,7 @@ def test_bad_config_is_a_config_error(data_root, over, match):
 
 
 def test_a_causal_checkpoint_is_not_a_denoiser(data_root, runs):
-    with pytest.raises(DataError, match='not an unmasking/hybrid checkpoint'):
+    with pytest.raises(ConfigError, match='not an unmasking or hybrid checkpoint: it is a next'):
         make_source(data_root, hybrid_wrong_source='self', hybrid_denoiser=runs['judge'])
 
 

@@ -112,7 +112,7 @@ def test_masked_positions_are_never_supervised():
     _, a = model(x, y, attention_mask=am)
     _, b = model(x, torch.where(am, y, -1), attention_mask=am)
     assert torch.allclose(a, b)
-    w = supervised_weights(y, attention_mask=am)
+    w = supervised_weights(y, attention_mask=am, causal=False)
     assert w.tolist() == [18.0]
 
 
@@ -226,3 +226,52 @@ def test_no_mask_path_equals_an_all_true_mask(causal):
         grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
+
+
+@pytest.mark.parametrize('k', [1, 2, 3])
+def test_padded_causal_batch_never_supervises_padding_in_any_head(k):
+    """An HF-style right-padded causal batch: rows of different lengths padded with a pad id,
+    labels = the row shifted (pad ids, not -1), attention_mask over the inputs. Head i's loss is
+    the mean CE over the (row, t) whose target, token t+i of the row, is real; supervised_weights
+    counts the same pairs."""
+    T, V, PAD = 10, 11, 0
+    lengths = [T + 1, 7, 4, 2]  # tokens per row; T + 1: the row fills the window and goes on
+    seq = torch.randint(1, V, (len(lengths), T + 1), generator=torch.Generator().manual_seed(5))
+    for b, n in enumerate(lengths):
+        seq[b, n:] = PAD
+    x, y = seq[:, :-1], seq[:, 1:]
+    am = torch.arange(T) < torch.tensor(lengths)[:, None]
+    model = tiny(True, n_future=k)
+    _, loss = model(x, y, attention_mask=am)
+    logits = model.head_logits(*model.trunk(x, am))  # (k, B, T, V)
+    head_losses, counts = [], []
+    for i in range(1, k + 1):
+        pairs = [(b, t) for b, n in enumerate(lengths) for t in range(T + 1 - i) if t + i < n]
+        rows, cols = (list(c) for c in zip(*pairs))
+        targets = seq[rows, [t + i for t in cols]]
+        assert (targets != PAD).all()
+        head_losses.append(F.cross_entropy(logits[i - 1][rows, cols].double(), targets))
+        counts.append(float(len(pairs)))
+    assert loss.item() == pytest.approx(sum(head_losses).item() / k, rel=1e-5)
+    assert supervised_weights(y, attention_mask=am, n_future=k, causal=True).tolist() == counts
+    assert counts[0] == am.sum().item() - 3  # the 3 padded rows: their last real input's pad target
+
+
+def test_which_targets_are_real_causal_vs_bidirectional():
+    """Causal: y_t (token t+1) counts iff t and t+1 are real, the last column iff T-1 is real;
+    bidirectional: y_t (token t) iff t is real."""
+    y = torch.ones(3, 5, dtype=torch.long)
+    am = torch.tensor(
+        [
+            [True, True, False, True, True],
+            [False, False, True, True, True],
+            [True] * 3 + [False] * 2,
+        ]
+    )
+    per_row = [supervised_weights(y[b : b + 1], None, am[b : b + 1], causal=True) for b in range(3)]
+    assert [w.item() for w in per_row] == [3.0, 3.0, 2.0]  # hole: t=1 and t=2 lose their targets
+    assert supervised_weights(y, None, am, causal=False).item() == am.sum().item()
+    all_real = torch.ones_like(am)
+    assert supervised_weights(y, None, all_real, causal=True).item() == 15.0  # = no mask
+    with pytest.raises(ValueError, match='needs causal='):
+        supervised_weights(y, None, am)

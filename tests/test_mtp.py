@@ -25,13 +25,14 @@ def test_head_i_is_supervised_on_the_input_shifted_by_i_with_masks_shifted_too()
     loss_mask = torch.ones(2, 12)
     loss_mask[1, :5] = 0  # e.g. a masked prompt
     am = torch.ones(2, 12, dtype=torch.bool)
-    am[1, 10:] = False  # padding at the row end
+    am[1, 10:] = False  # padding at the row end: targets at 10 and later are padding
     sums, weights, _ = model.loss_terms(x, y, attention_mask=am, loss_mask=loss_mask)
     h, attn = model.trunk(x, am)
     logits = model.head_logits(h, attn)  # (3, B, T, V)
     for i in range(3):
         want = torch.full_like(y, -1)
-        supervised = (y != -1) & (loss_mask > 0) & am
+        target_real = torch.cat([am[:, 1:], am[:, -1:]], 1)  # y_t is the token at t+1
+        supervised = (y != -1) & (loss_mask > 0) & am & target_real
         want[:, : 12 - i] = torch.where(supervised[:, i:], y[:, i:], -1)
         ce = F.cross_entropy(
             logits[i].flatten(0, 1), want.flatten(), ignore_index=-1, reduction='sum'
@@ -39,7 +40,8 @@ def test_head_i_is_supervised_on_the_input_shifted_by_i_with_masks_shifted_too()
         assert sums[i].item() == pytest.approx(ce.item(), rel=1e-5)
         assert weights[i].item() == int((want != -1).sum())
     # row ends: head 3 is never supervised at the last two positions of any row
-    assert weights.tolist() == supervised_weights(y, loss_mask, am, n_future=3).tolist()
+    assert weights.tolist() == supervised_weights(y, loss_mask, am, 3, causal=True).tolist()
+    assert (want[1, 7:] == -1).all()  # head 3 at 7 would predict x[1, 10], padding
 
 
 def test_head_targets_are_the_input_shifted_by_i():
