@@ -193,8 +193,11 @@ def future_targets(targets, weights, n_future):
     return tgt, w
 
 
-def supervised_weights(targets, loss_mask=None, attention_mask=None, n_future=1, causal=None):
-    """Per-head total loss weight (k,) of a batch: what the loss is normalised by.
+def supervised_weights(
+    targets, loss_mask=None, attention_mask=None, n_future=1, causal=None, norm_mask=None
+):
+    """Per-head normaliser (k,) of a batch: what the loss is divided by (the supervised
+    weight, or the sum of the batch's norm_mask when it brings one).
 
     train.py sums this over all micro-batches (and ranks) of a step before the forward
     passes, so the loss is a mean over the supervised tokens of the whole batch.
@@ -202,12 +205,18 @@ def supervised_weights(targets, loss_mask=None, attention_mask=None, n_future=1,
     targets are real differs, see the module docstring)."""
     if attention_mask is not None and causal is None:
         raise ValueError("supervised_weights with an attention_mask needs causal= (config.causal)")
-    return _token_weights(targets, loss_mask, attention_mask, n_future, causal)[1].sum(dim=(1, 2))
+    return _token_weights(targets, loss_mask, attention_mask, n_future, causal, norm_mask)[2].sum(
+        dim=(1, 2)
+    )
 
 
-def _token_weights(targets, loss_mask, attention_mask, n_future, causal=True):
-    """(k, B, T) targets and weights of every head: the one place that decides what is
-    supervised (loss_terms and supervised_weights both come here)."""
+def _token_weights(targets, loss_mask, attention_mask, n_future, causal=True, norm_mask=None):
+    """(k, B, T) targets, weights and normaliser weights of every head: the one place that
+    decides what is supervised (loss_terms and supervised_weights both come here).
+
+    The normaliser weights are the weights themselves (loss = weighted mean), unless the batch
+    brings norm_mask (B, T): what each position counts in the denominator, e.g. MDLM's 1/t
+    loss = sum_masked CE/t over the number of maskable positions (batches.Unmasking)."""
     w = (targets != -1).float()
     if loss_mask is not None:
         w = w * loss_mask.float()
@@ -220,10 +229,12 @@ def _token_weights(targets, loss_mask, attention_mask, n_future, causal=True):
             w = w * real.float()
     targets = torch.where(w > 0, targets, torch.full_like(targets, -1))
     tgt, w = future_targets(targets, w, n_future)
+    n = w if norm_mask is None else future_targets(targets, norm_mask.float(), n_future)[1]
     if real is not None and n_future > 1:  # head i at t reads input t: it must be real too
         w = w * real.float()
+        n = w if norm_mask is None else n * real.float()
         tgt = torch.where(w > 0, tgt, torch.full_like(tgt, -1))
-    return tgt, w
+    return tgt, w, n
 
 
 class GPT(nn.Module):
@@ -306,18 +317,18 @@ class GPT(nn.Module):
         outs = [h] + [head(h, attn_mask) for head in self.future_heads]
         return torch.stack([self.lm_head(self.transformer.ln_f(o)) for o in outs])
 
-    def loss_terms(self, idx, targets, attention_mask=None, loss_mask=None):
-        """Per-head weighted CE sums (k,) and supervised weights (k,), for exact averaging
-        over many batches (evaluation). Also returns head-1 logits (B, T, V)."""
+    def loss_terms(self, idx, targets, attention_mask=None, loss_mask=None, norm_mask=None):
+        """Per-head weighted CE sums (k,) and normalisers (k,), for exact averaging over many
+        batches (evaluation). Also returns head-1 logits (B, T, V)."""
         h, attn_mask = self.trunk(idx, attention_mask)
         logits = self.head_logits(h, attn_mask)  # (k, B, T, V)
-        tgt, w = _token_weights(
-            targets, loss_mask, attention_mask, logits.size(0), self.config.causal
+        tgt, w, n = _token_weights(
+            targets, loss_mask, attention_mask, logits.size(0), self.config.causal, norm_mask
         )
         ce = F.cross_entropy(
             logits.float().flatten(0, 2), tgt.flatten(), ignore_index=-1, reduction='none'
         ).view_as(w)
-        return (ce * w).sum(dim=(1, 2)), w.sum(dim=(1, 2)), logits[0]
+        return (ce * w).sum(dim=(1, 2)), n.sum(dim=(1, 2)), logits[0]
 
     def forward(
         self,
@@ -327,12 +338,14 @@ class GPT(nn.Module):
         loss_mask=None,
         loss_norm=None,
         last_only=False,
+        norm_mask=None,
     ):
         """Returns (logits (B, T, V) of head 1, loss or None).
 
         loss = sum over heads of head_weight_i * (weighted CE sum of head i) / loss_norm_i.
-        loss_norm (k,) defaults to this batch's own supervised weight; train.py passes the
-        whole accumulated batch's. A head with nothing to supervise gives 0, not NaN.
+        loss_norm (k,) defaults to this batch's own normaliser (its supervised weight, or the
+        sum of norm_mask); train.py passes the whole accumulated batch's. A head with nothing
+        to supervise gives 0, not NaN.
         attention_mask: False positions are never attended to nor supervised; a causal model's
         target y_t (the token at t+1) counts only if t and t+1 are real (the last column: if
         T-1 is), in every head; a bidirectional model's y_t counts if t is real.
@@ -342,7 +355,9 @@ class GPT(nn.Module):
             if last_only:
                 h = h[:, [-1], :]
             return self.lm_head(self.transformer.ln_f(h)), None
-        head_sums, weights, logits = self.loss_terms(idx, targets, attention_mask, loss_mask)
+        head_sums, weights, logits = self.loss_terms(
+            idx, targets, attention_mask, loss_mask, norm_mask
+        )
         if loss_norm is None:
             loss_norm = weights.detach()
         # with zero supervised weight head_sums is exactly 0 (and so is its gradient)

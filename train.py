@@ -92,7 +92,8 @@ def get_lr(it, cfg):
 
 
 def forward_kwargs(b):
-    return dict(attention_mask=b.get('attention_mask'), loss_mask=b.get('loss_mask'))
+    """The batch's masks, as GPT.forward / loss_terms take them."""
+    return {k: b.get(k) for k in ('attention_mask', 'loss_mask', 'norm_mask')}
 
 
 @torch.no_grad()
@@ -199,7 +200,9 @@ def train_step(model, optimizer, scaler, micro, cfg, ctx, dropout_seeds, ddp=Fal
     raw = getattr(raw, '_orig_mod', raw)  # under torch.compile
     k, causal = raw.config.n_future, raw.config.causal
     norm = sum(
-        supervised_weights(b['y'], b.get('loss_mask'), b.get('attention_mask'), k, causal)
+        supervised_weights(
+            b['y'], b.get('loss_mask'), b.get('attention_mask'), k, causal, b.get('norm_mask')
+        )
         for b in micro
     )
     if ddp:

@@ -6,12 +6,14 @@ import os
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 import diffusion
 import sample
 import train
 from configurator import ConfigError
 from conftest import base_vocab, source_of
+from model import GPT, GPTConfig, supervised_weights
 from utils import DataError
 
 
@@ -352,3 +354,33 @@ def test_remasker_with_other_special_ids_is_refused(tiny_args, tmp_path):
                 f'--remasker_ckpt={tmp_path}/rm_other.pt',
             ]
         )
+
+
+def test_inv_t_loss_is_ce_over_t_summed_over_the_maskable_count(data_root):
+    """unmasking_loss='inv_t' (MDLM/LLaDA): loss = sum over masked positions of CE / t, divided
+    by the number of maskable positions, here over two micro-batches normalised together as
+    train.py does; checked against a hand computation on the same batches."""
+    src = make_source(data_root, unmasking_loss='inv_t')
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(
+            block_size=32, vocab_size=src.vocab_size, n_layer=1, n_head=2, n_embd=16, causal=False
+        )
+    )
+    micro = [src.get_batch('train', 6, torch.Generator().manual_seed(s)) for s in (1, 2)]
+    norm = sum(
+        supervised_weights(b['y'], b['loss_mask'], None, 1, False, b['norm_mask']) for b in micro
+    )
+    assert norm.item() == 2 * 6 * 32  # text: every position maskable
+    loss = sum(model(b['x'], b['y'], loss_norm=norm, **train.forward_kwargs(b))[1] for b in micro)
+    want = num = 0.0
+    for b in micro:
+        logits, _ = model(b['x'])
+        for i, j in (b['y'] != -1).nonzero().tolist():
+            ce = F.cross_entropy(logits[i, j], b['y'][i, j])
+            want, num = want + ce / b['t'][i], num + 1
+    assert num > 0 and loss.item() == pytest.approx((want / (2 * 6 * 32)).item(), rel=1e-5)
+    plain = make_source(data_root).get_batch('train', 6, torch.Generator().manual_seed(1))
+    assert torch.equal(plain['x'], micro[0]['x']) and 'norm_mask' not in plain  # same draw
+    with pytest.raises(ConfigError, match="--unmasking_loss='x'"):
+        make_source(data_root, unmasking_loss='x')
