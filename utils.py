@@ -129,6 +129,14 @@ class TokenFile:
             raise DataError(f"{self.path} not found: re-run the dataset's prepare script")
         self.vocab_size = meta['vocab_size']
         self.dtype = np.dtype(meta.get('dtype', token_dtype(self.vocab_size)))
+        size = os.path.getsize(self.path)  # np.memmap raises a bare ValueError on these two
+        if size == 0:
+            raise DataError(f"{self.path} is empty: re-run the dataset's prepare script")
+        if size % self.dtype.itemsize:
+            raise DataError(
+                f"{self.path} is {size} bytes, not a whole number of {self.dtype} tokens "
+                f"(meta.pkl's dtype): the file is truncated; re-run the dataset's prepare script"
+            )
         data = self.data()
         self.n = len(data)
         if self.n == 0:
