@@ -149,6 +149,11 @@ class PathStar(Source):
                 f"{data_dir}/meta.pkl names no PAUSE/PAD token (no "
                 f"meta['special_tokens']): nothing is masked"
             )
+        if self.cfg['pathstar_eval_rows'] < 1:
+            raise ConfigError(
+                f"--pathstar_eval_rows={self.cfg['pathstar_eval_rows']}: must be >= 1 "
+                f"(held-out rows decoded at each evaluation)"
+            )
         self.loss_on = self.cfg['pathstar_loss_on']
         if self.loss_on not in ('answer', 'all'):
             raise DataError(f"--pathstar_loss_on={self.loss_on}: use 'answer' or 'all'")
@@ -404,6 +409,7 @@ class MaskedSource(Source):
 
     def __init__(self, cfg, data_dir, seed):
         super().__init__(cfg, data_dir, seed)
+        self.check_config(self.cfg)
         base = load_meta(data_dir)
         self.base_vocab = base['vocab_size']
         self.vocab_size = self.base_vocab + 2
@@ -431,6 +437,19 @@ class MaskedSource(Source):
             self.rows = {s: f.rows(self.T) for s, f in files.items()}
         else:
             self.files = files
+
+    @staticmethod
+    def check_config(cfg):
+        """The masking keys, and the keys of the subclass that reads them (a frozen denoiser's
+        draft temperature, the rows decoded at evaluation)."""
+        for key in ('mask_eps', 'mask_t_min'):
+            if not 0.0 <= cfg[key] <= 1.0:
+                raise ConfigError(f"--{key}={cfg[key]}: a masking ratio, must be in [0, 1]")
+        for key in ('remasking_temperature', 'hybrid_temperature'):
+            if cfg.get(key, 0) < 0:
+                raise ConfigError(f"--{key}={cfg[key]}: must be >= 0 (0 = argmax)")
+        if cfg.get('diffusion_eval_rows', 1) < 1:
+            raise ConfigError(f"--diffusion_eval_rows={cfg['diffusion_eval_rows']}: must be >= 1")
 
     def clean(self, split, batch_size, gen):
         """Clean tokens (B, T), maskable (B, T) bool, attention_mask (B, T) bool or None."""

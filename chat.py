@@ -249,6 +249,11 @@ def sample_chat(cfg, model, ckpt, text):
 def show(data_dir, split='val', n=2, plain=None):
     """Decode the first n exchanges of a split; supervised tokens highlighted."""
     meta = load_meta(data_dir)
+    if 'special' not in meta:
+        raise DataError(
+            f"{data_dir}/meta.pkl has no chat special tokens: --dataset must be a folder "
+            f"written by data/chat/prepare.py"
+        )
     _, decode, special = text_codec(meta)
     tokens, mask, _ = check_split(
         data_dir,

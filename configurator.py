@@ -12,6 +12,7 @@ anything). Mistakes are errors that name the argument and the closest valid keys
 import ast
 import difflib
 import os
+import traceback
 
 from utils import DataError
 
@@ -52,6 +53,36 @@ def _check(key, value, defaults, where):
     )
 
 
+def _exec_config_file(path):
+    """The names a config file assigns. A syntax error, or an exception while it runs, is a
+    ConfigError naming the file and line (not a traceback)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            source = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"config file '{path}' cannot be read ({e}); pass a Python file"
+        ) from None
+    try:
+        code = compile(source, path, 'exec')
+    except SyntaxError as e:
+        raise ConfigError(
+            f"config file '{path}', line {e.lineno}: syntax error ({e.msg}); config files "
+            f"are Python assignments like batch_size = 32"
+        ) from None
+    namespace = {}
+    try:
+        exec(code, {}, namespace)
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == path]
+        line = f", line {frames[-1].lineno}" if frames else ''
+        what = ' '.join(str(e).split())  # one line
+        raise ConfigError(
+            f"config file '{path}'{line} raised {type(e).__name__}: {what}; fix that line"
+        ) from None
+    return namespace
+
+
 def load_config(defaults, argv):
     """defaults: dict of key -> default value. argv: e.g. sys.argv[1:].
     Returns (config dict, set of keys set explicitly by files or flags)."""
@@ -63,9 +94,7 @@ def load_config(defaults, argv):
                     f"config file '{arg}' not found (expected a path like "
                     f"config/train_shakespeare_char.py, or a --key=value flag)"
                 )
-            namespace = {}
-            with open(arg) as f:
-                exec(compile(f.read(), arg, 'exec'), {}, namespace)
+            namespace = _exec_config_file(arg)
             for key, value in namespace.items():
                 if key.startswith('_') or callable(value) or type(value).__name__ == 'module':
                     continue

@@ -169,8 +169,41 @@ def chat_mode(cfg, model, ckpt):
 MODES = {'next_token': sample_next_token, 'chat': chat_mode, 'diffusion': sample_diffusion}
 
 
+def check_config(cfg):
+    """sample.py's keys, checked before the checkpoint is read: a value that cannot mean
+    anything is a ConfigError naming the flag (--length against the model's block_size is
+    checked once the model is loaded)."""
+
+    def bad(key, why):
+        raise ConfigError(f"--{key}={cfg[key]}: {why}")
+
+    if cfg['num_samples'] < 1:
+        bad('num_samples', "must be >= 1")
+    if cfg['max_new_tokens'] < 0:
+        bad('max_new_tokens', "must be >= 0")
+    if cfg['temperature'] < 0:
+        bad('temperature', "must be >= 0 (0 = greedy)")
+    if cfg['top_k'] is not None and cfg['top_k'] < 1:
+        bad('top_k', "must be >= 1 (or None: no top-k cut)")
+    if cfg['steps'] < 1:
+        bad('steps', "must be >= 1 (denoiser passes)")
+    for key in ('length', 'block_len', 'score_temperature'):
+        if cfg[key] < 0:
+            bad(key, "must be >= 0" + (" (0 = the model's block_size)" if key == 'length' else ''))
+    for key in ('remask_ratio', 'remask_threshold'):
+        if not 0.0 <= cfg[key] <= 1.0:
+            bad(key, "must be in [0, 1]")
+    if cfg['order'] not in diffusion.ORDERS:
+        bad('order', f"choose one of {', '.join(diffusion.ORDERS)}")
+    if cfg['remask'] not in diffusion.REMASKS:
+        bad('remask', f"choose one of {', '.join(diffusion.REMASKS)}")
+    if cfg['remask'] == 'learned' and not cfg['remasker_ckpt']:
+        bad('remask', "learned remasking needs --remasker_ckpt=<a remasking checkpoint>")
+
+
 def main(argv=None):
     cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
+    check_config(cfg)
     if cfg['mode'] not in MODES:
         raise ConfigError(
             f"--mode={cfg['mode']} is unknown; this sample.py knows: {', '.join(MODES)}"

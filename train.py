@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import batches
 import checkpoint
 from configurator import ConfigError, load_config, run_cli
-from model import ARCH_KEYS, GPT, INIT_KEYS, RUN_KEYS, GPTConfig, supervised_weights
+from model import ARCH_KEYS, GPT, INIT_KEYS, LINEAR_INITS, RUN_KEYS, GPTConfig, supervised_weights
 from utils import atomic_write, mix_seed, seeded, to_device
 
 DEFAULTS = dict(
@@ -293,8 +293,95 @@ def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, 
     return losses
 
 
+def check_config(cfg):
+    """The trainer's keys, checked once before anything is built: a value or a combination that
+    cannot mean anything is a ConfigError naming the flag and the fix (objective-specific keys
+    are checked by their batch source)."""
+
+    def bad(key, why):
+        raise ConfigError(f"--{key}={cfg[key]}: {why}")
+
+    def at_least(low, *keys):
+        for key in keys:
+            if cfg[key] < low:
+                bad(key, f"must be >= {low}")
+
+    at_least(1, 'eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size')
+    at_least(1, 'gradient_accumulation_steps', 'n_head', 'n_embd', 'n_future')
+    at_least(0, 'max_iters', 'n_layer', 'warmup_iters', 'lr_decay_iters', 'num_threads')
+    at_least(0, 'learning_rate', 'min_lr', 'weight_decay')
+    if cfg['n_embd'] % cfg['n_head']:
+        bad('n_embd', f"must be divisible by --n_head={cfg['n_head']} (heads split n_embd)")
+    if not 0.0 <= cfg['dropout'] < 1.0:
+        bad('dropout', "must be in [0, 1)")
+    for key in ('beta1', 'beta2'):
+        if not 0.0 <= cfg[key] < 1.0:
+            bad(key, "AdamW's betas must be in [0, 1)")
+    if cfg['grad_clip'] < 0:
+        bad('grad_clip', "must be >= 0 (0 = no clipping, only the norm is measured)")
+    if cfg['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+        bad('dtype', "choose auto, float32, bfloat16 or float16")
+    if cfg['linear_init'] not in LINEAR_INITS:
+        bad('linear_init', f"choose one of {', '.join(LINEAR_INITS)}")
+    if cfg['attn_impl'] not in ('auto', 'sdpa', 'flex'):
+        bad('attn_impl', "choose auto, sdpa or flex")
+    if cfg['device'] != 'auto':
+        try:
+            dev = torch.device(cfg['device'])
+        except RuntimeError:
+            bad('device', "not a device; use auto, cpu, cuda or cuda:<index>")
+        if dev.type == 'cuda' and not torch.cuda.is_available():
+            bad('device', "CUDA is not available on this machine; use --device=cpu (or auto)")
+        if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+            bad('device', f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    hw = cfg['future_head_weights']
+    if hw is not None and (
+        not isinstance(hw, (list, tuple))
+        or len(hw) != cfg['n_future']
+        or not all(isinstance(w, (int, float)) and w >= 0 for w in hw)
+        or sum(hw) <= 0
+    ):
+        bad(
+            'future_head_weights',
+            f"needs {cfg['n_future']} weights >= 0 (one per head, --n_future="
+            f"{cfg['n_future']}) with a positive sum, e.g. [1.0, 0.5]",
+        )
+    # combinations that cannot mean anything
+    source = batches.OBJECTIVES.get(cfg['objective'])  # an unknown one: batches.make_source
+    if cfg['n_future'] > 1 and source is not None and not source.causal:
+        bad(
+            'n_future',
+            f"extra heads predict the tokens after t, which --objective={cfg['objective']} "
+            f"(bidirectional) already sees; use --n_future=1",
+        )
+    if cfg['pathstar_teacherless'] and cfg['objective'] != 'pathstar':
+        bad(
+            'pathstar_teacherless',
+            f"only --objective=pathstar reads it (--objective={cfg['objective']} would ignore "
+            f"it); drop the flag",
+        )
+    if cfg['decay_lr'] and cfg['min_lr'] > cfg['learning_rate']:
+        bad(
+            'min_lr',
+            f"above --learning_rate={cfg['learning_rate']!r}: the decay would raise the "
+            f"learning rate; use min_lr <= learning_rate (or --decay_lr=False)",
+        )
+    if (
+        cfg['decay_lr']
+        and cfg['lr_decay_iters'] < cfg['warmup_iters'] < cfg['max_iters']
+        and cfg['min_lr'] != cfg['learning_rate']
+    ):
+        bad(
+            'lr_decay_iters',
+            f"below --warmup_iters={cfg['warmup_iters']}: the learning rate would jump from "
+            f"learning_rate to min_lr when warmup ends; use lr_decay_iters >= warmup_iters "
+            f"(e.g. = max_iters)",
+        )
+
+
 def main(argv=None):
     cfg, explicit = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
+    check_config(cfg)
     ddp, rank, world, local_rank = setup_distributed(cfg)
     master, accum, device = rank == 0, cfg['gradient_accumulation_steps'] // world, cfg['device']
     device_type = 'cuda' if 'cuda' in device else 'cpu'

@@ -15,6 +15,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'shakespeare_char'))
+from configurator import run_cli  # noqa: E402
 from prepare import read_input  # noqa: E402  (same download-once logic)
 from utils import gpt2_encoding, script_command, write_dataset_dir  # noqa: E402
 
@@ -47,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

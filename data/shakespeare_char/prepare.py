@@ -14,7 +14,8 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-from utils import script_command, write_dataset_dir  # noqa: E402
+from configurator import run_cli  # noqa: E402
+from utils import DataError, script_command, write_dataset_dir  # noqa: E402
 
 URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,7 +29,7 @@ def read_input(path):
             urllib.request.urlretrieve(URL, path + '.part')
             os.replace(path + '.part', path)
     if not os.path.isfile(path):
-        sys.exit(f"error: --input={path} not found")
+        raise DataError(f"--input={path} not found: pass a text file (or no --input)")
     with open(path, encoding='utf-8') as f:
         return f.read()
 
@@ -65,4 +66,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)
