@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import pathstar  # noqa: E402
 
-CONFIG = 'config/diffusion_pathstar_d2_l5.py'
+CONFIG = 'config/diffusion_pathstar_d2_l5_gpt2init.py'  # the earlier recipe: the base row
 DATA = ['--mode=incontext', '--d=2', '--l=5', '--N=50']
 # the optimizer of a plain AdamW script: each one on its own, then all four
 OPT = {
@@ -34,18 +34,23 @@ OPT = {
     'beta2': ['--beta2=0.999'],
 }
 BOTH = ['--tie_embeddings=False', '--emb_init_std=1.0']
+REF = BOTH + ['--linear_init=pytorch'] + [f for v in OPT.values() for f in v]
 ROWS = {  # name -> flags on top of CONFIG
     'base': [],
     'untied': ['--tie_embeddings=False'],
     'emb1': ['--emb_init_std=1.0'],
     'both': BOTH,
-    'both_pytorch_linear': BOTH + ['--linear_init=pytorch'],
-    # the reference's local edit of model.py (PyTorch init everywhere, untied) + plain AdamW
-    'reference_edit': BOTH + ['--linear_init=pytorch'] + [f for v in OPT.values() for f in v],
+    # the reference's local edit of model.py (PyTorch init everywhere, untied) + plain AdamW:
+    # config/diffusion_pathstar_d2_l5.py; then one factor of it back at a time
+    'reference_edit': REF,
+    'reference_edit_emb002': [f for f in REF if f != '--emb_init_std=1.0'],
+    'reference_edit_tied': [f for f in REF if f != '--tie_embeddings=False'],
+    'reference_edit_repo_opt': BOTH + ['--linear_init=pytorch'],
+    **{f'reference_edit_s{s}': REF + [f'--seed={s}'] for s in (2, 3)},
     **{f'both_{k}': BOTH + v for k, v in OPT.items()},
     'both_plain_adamw': BOTH + [f for v in OPT.values() for f in v],
-    'both_tclamp': BOTH + ['--mask_t_min=0.2', '--mask_min_one=True'],
-    'both_iid_t': BOTH + ['--mask_stratified=False'],
+    'reference_edit_tclamp': REF + ['--mask_t_min=0.2', '--mask_min_one=True'],
+    'reference_edit_iid_t': REF + ['--mask_stratified=False'],
 }
 EVAL = re.compile(r'^step (\d+): (.*)$')
 

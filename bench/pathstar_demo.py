@@ -1,20 +1,24 @@
 """
-The path-star demo (README "Path-star"): the Clever-Hans failure of teacher forcing, and a
-masked-diffusion denoiser (reported to avoid it; not reproduced here, README "Masked diffusion").
+The path-star demo (`make demo`): on the same G(2,5) graphs, next-token training fails (~1/d,
+the Clever-Hans cheat), reverse targets fix it, and a masked-diffusion denoiser solves it when it
+decodes in confidence order (random order and one parallel pass do not).
 
-    python bench/pathstar_demo.py                  # datasets + 4 trainings (2 at a time) + table
-    python bench/pathstar_demo.py --max_iters=600  # shorter
+    python bench/pathstar_demo.py                  # datasets + 3 trainings (2 at a time) + table
+    python bench/pathstar_demo.py --max_iters=300  # shorter (every run scales with it)
     python bench/pathstar_demo.py --reuse          # only print the table of finished runs
-    python bench/pathstar_demo.py --runs=all       # also the multi-token-prediction runs
+    python bench/pathstar_demo.py --runs=all       # also G(5,5) and the multi-token runs
 
 Each run is `train.py config/<run>.py --max_iters=M --lr_decay_iters=M` on one thread, M = the
-run's scale x --max_iters (see RUNS), logging to <out_dir>/train.log; the table evaluates each run's
-final checkpoint (pathstar.evaluate_checkpoint). Datasets are made with pathstar.py when missing,
-and made again when their meta.pkl records other generation arguments (pathstar.ensure_dataset).
+run's scale x --max_iters (see RUNS), logging to <out_dir>/train.log; every minute a progress
+line shows each run's iteration. The table evaluates each run's final checkpoint
+(pathstar.evaluate_checkpoint: the same report as train-time evaluation). Datasets are made with
+pathstar.py when missing, and made again when their meta.pkl records other generation arguments
+(pathstar.ensure_dataset).
 """
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,53 +29,48 @@ import pathstar  # noqa: E402
 from configurator import load_config  # noqa: E402
 from train import DEFAULTS  # noqa: E402
 
+G25 = ['--d=2', '--l=5', '--N=50']
 # (label, config, pathstar.py flags, the known result, extra train.py flags, steps scale):
-# a run trains scale x --max_iters iterations. G(5,5) needs 2x (it stays on its plateau through
-# 2500 iterations of a 2500 schedule); the denoiser 4x (README "Masked diffusion").
+# a run trains scale x --max_iters iterations. The denoiser needs 7x (the slowest of 3 seeds
+# solves by ~9,000 steps: docs/RESULTS.md, "Masked diffusion on path-star"); G(5,5) 2x.
 RUNS = [
+    ('G(2,5) next-token, forward', 'config/pathstar_d2_l5.py', G25, '~1/2 (Clever Hans)', [], 1),
     (
-        'G(5,5) forward, teacher forcing',
+        'G(2,5) next-token, reverse',
+        'config/pathstar_d2_l5_rev.py',
+        G25 + ['--reverse'],
+        '>= 0.99',
+        [],
+        1,
+    ),
+    ('G(2,5) masked diffusion', 'config/diffusion_pathstar_d2_l5.py', G25, '', [], 7),
+    (
+        'G(5,5) next-token, forward',
         'config/pathstar_d5_l5.py',
         ['--d=5', '--l=5', '--N=50'],
         '~1/5',
         [],
         2,
     ),
-    (
-        'G(2,5) forward, teacher forcing',
-        'config/pathstar_d2_l5.py',
-        ['--d=2', '--l=5', '--N=50'],
-        '~1/2',
-        [],
-        1,
-    ),
-    (
-        'G(2,5) reverse targets',
-        'config/pathstar_d2_l5_rev.py',
-        ['--d=2', '--l=5', '--N=50', '--reverse'],
-        '>= 0.99',
-        [],
-        1,
-    ),
-    (
-        'G(2,5) masked diffusion, confidence order',
-        'config/diffusion_pathstar_d2_l5.py',
-        ['--d=2', '--l=5', '--N=50'],
-        '~1 reported (not reached here)',
-        ['--learning_rate=3e-3', '--min_lr=3e-4', '--pathstar_online=True'],
-        4,
-    ),
 ] + [  # multi-token prediction: same data and steps, k heads
     (
-        f'G(2,5) forward, {k} heads (MTP)',
+        f'G(2,5) next-token, {k} heads (MTP)',
         'config/pathstar_d2_l5.py',
-        ['--d=2', '--l=5', '--N=50'],
+        G25,
         '?',
         [f'--n_future={k}', f'--out_dir=out-pathstar-d2-l5-mtp{k}'],
         1,
     )
     for k in (2, 4)
 ]
+DEMO = '0,1,2'  # what `make demo` runs
+# the denoiser's three decodings, each a table row: (label, key of pathstar.path_report, expected)
+DECODINGS = [
+    ('confidence order', 'exact_match', '>= 0.99'),
+    ('random order', 'random', 'below confidence'),
+    ('one parallel pass', 'parallel', 'low'),
+]
+SEC_PER_STEP = {'pathstar': 0.05, 'unmasking': 0.09}  # one thread here, for the time estimate
 
 
 def last_eval(log, max_iters):
@@ -81,11 +80,27 @@ def last_eval(log, max_iters):
     lines = [ln for ln in open(log) if ln.startswith(f'step {max_iters}:')]
     if not lines:
         return None
-    out = {}
-    for part in lines[-1].split(':', 1)[1].split(', '):
-        k, v = part.strip().split('=', 1)
-        out[k] = v
-    return out
+    return dict(p.strip().split('=', 1) for p in lines[-1].split(':', 1)[1].split(', ') if '=' in p)
+
+
+def progress(running, t0):
+    """One line: minutes so far and each running job's last logged iteration."""
+    parts = []
+    for label, _proc, _, log, M in running:
+        it = '0'
+        if os.path.exists(log):
+            hits = re.findall(r'^iter (\d+)/', open(log).read(), re.M)
+            it = hits[-1] if hits else '0'
+        parts.append(f"{label}: iter {it}/{M}")
+    print(f"[{(time.time() - t0) / 60:.1f} min] " + ' | '.join(parts), flush=True)
+
+
+def estimate_minutes(runs, jobs):
+    """Wall-time estimate: runs packed longest first onto `jobs` single-thread lanes."""
+    lanes = [0.0] * jobs
+    for sec in sorted((SEC_PER_STEP[obj] * M for *_, obj, M in runs), reverse=True):
+        lanes[lanes.index(min(lanes))] += sec
+    return max(lanes) / 60
 
 
 def main(argv=None):
@@ -94,8 +109,8 @@ def main(argv=None):
     p.add_argument('--jobs', type=int, default=2, help='trainings at once, one thread each')
     p.add_argument('--num_train', type=int, default=50_000)
     p.add_argument('--reuse', action='store_true', help='keep finished runs, print the table')
-    p.add_argument('--num_eval', type=int, default=500, help='val and train rows evaluated')
-    p.add_argument('--runs', default='0,1,2,3', help="which RUNS (indices); 'all' for every one")
+    p.add_argument('--num_eval', type=int, default=1000, help='val and train rows evaluated')
+    p.add_argument('--runs', default=DEMO, help="which RUNS (indices); 'all' for every one")
     a = p.parse_args(argv)
     os.chdir(ROOT)
     runs = []
@@ -112,13 +127,20 @@ def main(argv=None):
             + flags
         )
         log = os.path.join(cfg['out_dir'], 'train.log')
-        runs.append((label, [config] + extra, log, expect, a.max_iters * scale))
-    todo = [r for r in runs if not (a.reuse and last_eval(r[2], r[4]))]
+        runs.append((label, [config] + extra, log, expect, cfg['objective'], a.max_iters * scale))
+    todo = [r for r in runs if not (a.reuse and last_eval(r[2], r[-1]))]
+    if todo:
+        print(
+            f"{len(todo)} trainings, {a.jobs} at a time: expect about "
+            f"{estimate_minutes(todo, a.jobs):.0f} min on this machine's 2 cores "
+            f"(+ ~1 min of evaluation); progress every minute",
+            flush=True,
+        )
     env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
-    running, walls = [], {}
+    running, walls, t0, shown = [], {}, time.time(), time.time()
     while todo or running:
         while todo and len(running) < a.jobs:
-            label, config, log, _, M = todo.pop(0)
+            label, config, log, _, _, M = todo.pop(0)
             os.makedirs(os.path.dirname(log), exist_ok=True)
             cmd = [
                 sys.executable,
@@ -130,42 +152,45 @@ def main(argv=None):
                 '--num_threads=1',
             ]
             print(' '.join(cmd[1:]) + f' > {log}', flush=True)
-            running.append(
-                (
-                    label,
-                    subprocess.Popen(cmd, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=env),
-                    time.time(),
-                )
-            )
+            proc = subprocess.Popen(cmd, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=env)
+            running.append((label, proc, time.time(), log, M))
         time.sleep(2)
+        if time.time() - shown >= 60:
+            progress(running, t0)
+            shown = time.time()
         for r in list(running):
             if r[1].poll() is not None:
                 running.remove(r)
                 walls[r[0]] = time.time() - r[2]
                 if r[1].returncode:
-                    sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see its train.log")
+                    sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see {r[3]}")
     print(
-        f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; {a.num_eval} "
-        f"held-out and {a.num_eval} train rows; greedy decoding, for the denoiser confidence "
-        f"order; 'given the true prefix' = teacher-forced accuracy of each answer token)\n"
+        f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; exact match on "
+        f"{a.num_eval} held-out and {a.num_eval} train graphs; next-token runs decode greedily)\n"
     )
     print(
-        '| run | iterations | val exact-match | val per-position | val per-position given the '
-        'true prefix | train exact-match | expected | wall |'
+        '| run | decoding | iterations | val exact-match | train exact-match | val per-position '
+        '| expected | wall |'
     )
     print('|---|---|---|---|---|---|---|---|')
-    for label, _, log, expect, M in runs:
+    for label, _, log, expect, objective, M in runs:
         if last_eval(log, M) is None:
-            print(f'| {label} | {M} | (no finished run in {log}) ||||||')
+            print(f'| {label} | | {M} | (no finished run in {log}) |||||')
             continue
         r = pathstar.evaluate_checkpoint(os.path.dirname(log), a.num_eval, verbose=False)
         wall = f"{walls[label] / 60:.1f} min" if label in walls else '(reused)'
-        v = r['val']
-        tf = pathstar.fmt(v['tf_per_position']) if 'tf_per_position' in v else '-'
-        print(
-            f"| {label} | {M} | {v['exact_match']:.3f} | {pathstar.fmt(v['per_position'])} | "
-            f"{tf} | {r['train']['exact_match']:.3f} | {expect} | {wall} |"
-        )
+        v, t = r['val'], r['train']
+        if objective != 'unmasking':
+            print(
+                f"| {label} | greedy | {M} | {v['exact_match']:.3f} | {t['exact_match']:.3f} | "
+                f"{pathstar.fmt(v['per_position'])} | {expect} | {wall} |"
+            )
+            continue
+        for how, key, want in DECODINGS:
+            pos = pathstar.fmt(v['per_position']) if key == 'exact_match' else ''
+            print(
+                f"| {label} | {how} | {M} | {v[key]:.3f} | {t[key]:.3f} | {pos} | {want} | {wall} |"
+            )
 
 
 if __name__ == '__main__':
