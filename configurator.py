@@ -12,6 +12,7 @@ anything). Mistakes are errors that name the argument and the closest valid keys
 import ast
 import difflib
 import os
+import sys
 import traceback
 
 from utils import DataError
@@ -114,8 +115,43 @@ def load_config(defaults, argv):
 
 def run_cli(main):
     """Run a script's main(); bad input (DataError, ConfigError) exits with its message and
-    status 1 instead of a traceback."""
+    status 1 instead of a traceback, Ctrl-C (KeyboardInterrupt) with status 130."""
     try:
         main()
     except (ConfigError, DataError) as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+HELP_FLAGS = ('-h', '--help')
+
+
+def _shown(value):
+    """A default as it would be typed after --key=."""
+    if isinstance(value, str) and (value == '' or any(c.isspace() for c in value)):
+        return repr(value)
+    return str(value)
+
+
+def format_help(usage, defaults, groups):
+    """The text of --help: `usage`, then per group (title, {key: one-line meaning}) each key as
+    --key=default and its meaning. Keys of `defaults` no group names are listed last, so the
+    help never hides a key (tests require every key to have a meaning)."""
+    lines = [usage]
+    undocumented = {k: '' for k in defaults if not any(k in helps for _, helps in groups)}
+    for title, helps in list(groups) + ([('undocumented', undocumented)] if undocumented else []):
+        lines += ['', f'{title}:']
+        for key, text in helps.items():
+            flag = f'  --{key}={_shown(defaults[key])}'
+            pad = 34 if len(flag) < 34 else len(flag) + 2
+            lines.append(f'{flag:<{pad}}{text}'.rstrip())
+    return '\n'.join(lines)
+
+
+def exit_if_help(argv, usage, defaults, groups):
+    """-h / --help anywhere in argv: print format_help(...) and exit 0."""
+    if any(a in HELP_FLAGS for a in argv):
+        print(format_help(usage, defaults, groups))
+        raise SystemExit(0)

@@ -30,6 +30,17 @@ SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
     remask_threshold=0.5,
     remasker_ckpt='',
 )
+SAMPLE_HELP = dict(  # sample.py --help, one line per key of SAMPLE_DEFAULTS
+    steps='denoiser passes per sample (forward passes, NFE)',
+    length='canvas length, prompt included (0: the model block_size)',
+    order="which masked positions are committed first: 'confidence', 'margin' or 'random'",
+    score_temperature='0: commit the top scores; > 0: sample the order at this temperature',
+    block_len='semi-autoregressive blocks of this many positions, left to right (0: one block)',
+    remask="committed tokens sent back to [MASK]: 'none', 'random', 'learned' or 'self'",
+    remask_ratio='remasked per step, as a share of the tokens the step commits',
+    remask_threshold="remask only positions scored WRONG above this ('learned', 'self')",
+    remasker_ckpt="remasking checkpoint scoring the drafts (--remask=learned)",
+)
 ORDERS = ('random', 'confidence', 'margin')
 REMASKS = ('none', 'random', 'learned', 'self')
 

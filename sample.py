@@ -21,7 +21,7 @@ import torch
 import diffusion
 from chat import sample_chat
 from checkpoint import check_kind, load_model
-from configurator import ConfigError, load_config, run_cli
+from configurator import ConfigError, exit_if_help, load_config, run_cli
 from mtp import speculative_generate
 from utils import DataError, text_codec
 
@@ -40,6 +40,23 @@ DEFAULTS = dict(
     speculative=False,  # greedy self-speculative decoding with the extra heads of an n_future > 1 model
     **diffusion.SAMPLE_DEFAULTS,
 )
+# --help: one line per key of DEFAULTS (tests/test_help.py: exactly the keys of DEFAULTS)
+HELP = dict(
+    out_dir='read out_dir/ckpt.pt (train.py --out_dir)',
+    ckpt='a checkpoint file or folder instead of out_dir/ckpt.pt',
+    mode="'next_token', 'chat' (--start is a user message) or 'diffusion'",
+    start='the prompt, or FILE:path to read it from a file',
+    num_samples='samples to draw',
+    max_new_tokens='tokens generated per sample (next_token, chat)',
+    temperature='sampling temperature (0: greedy)',
+    top_k='sample among the top_k most likely tokens (next_token, chat)',
+    seed='torch seed of the sampling',
+    device="'cpu', 'cuda', 'cuda:1', ...",
+    bpe_dir='folder with vocab.bpe + encoder.json for GPT-2 BPE offline',
+    speculative='greedy self-speculative decoding with the extra heads (n_future > 1)',
+)
+USAGE = 'usage: python sample.py [config.py ...] [--key=value ...]'
+HELP_GROUPS = [('sampling', HELP), ('diffusion sampling (--mode=diffusion)', diffusion.SAMPLE_HELP)]
 
 
 def prompt_text(cfg):
@@ -202,7 +219,9 @@ def check_config(cfg):
 
 
 def main(argv=None):
-    cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    exit_if_help(argv, USAGE, DEFAULTS, HELP_GROUPS)
+    cfg, _ = load_config(DEFAULTS, argv)
     check_config(cfg)
     if cfg['mode'] not in MODES:
         raise ConfigError(

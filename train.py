@@ -9,10 +9,14 @@ The loss of a step is the mean over the supervised tokens of the whole accumulat
 and every micro-batch loss is its weighted CE sum divided by that global count.
 """
 
+import json
 import math
 import os
+import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 
@@ -22,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import batches
 import checkpoint
-from configurator import ConfigError, load_config, run_cli
+from configurator import ConfigError, exit_if_help, load_config, run_cli
 from model import ARCH_KEYS, GPT, INIT_KEYS, LINEAR_INITS, RUN_KEYS, GPTConfig, supervised_weights
 from utils import atomic_write, mix_seed, seeded, to_device
 
@@ -78,6 +82,108 @@ DEFAULTS = dict(
     **batches.all_defaults(),
 )
 
+# --help: one line per key of DEFAULTS, grouped (tests/test_help.py: exactly the keys of DEFAULTS)
+HELP = {
+    'trainer / I-O': dict(
+        out_dir='folder of ckpt.pt (the resume file) and metrics.jsonl',
+        eval_interval='evaluate (and save ckpt.pt) every this many iterations, and after the last',
+        log_interval='print a log line (and a metrics.jsonl row) every this many iterations',
+        eval_iters='batches per split at each evaluation (always the same batches)',
+        eval_only='evaluate once (at the loaded iteration with --init_from=resume), save nothing',
+        always_save_checkpoint='save at every evaluation; False: only when val loss improves',
+        init_from="'scratch', 'resume' (out_dir/ckpt.pt, its saved settings) or a ckpt/folder",
+        wandb_log='log train/eval metrics to Weights & Biases (WANDB_MODE=offline: no account)',
+        wandb_project='wandb project name',
+        wandb_run_name="wandb run name (a source's run_tag is appended)",
+    ),
+    'data': dict(
+        data_root='folder holding the dataset folders',
+        dataset='dataset folder under data_root (train.bin, val.bin, meta.pkl)',
+        objective='what is trained: ' + ', '.join(batches.OBJECTIVES) + ' (keys below)',
+        gradient_accumulation_steps='micro-batches per optimisation step (all ranks together)',
+        batch_size='sequences per micro-batch',
+        block_size='tokens per sequence (context length)',
+    ),
+    'model': dict(
+        n_layer='transformer blocks',
+        n_head='attention heads',
+        n_embd='embedding width',
+        dropout='dropout probability (training only)',
+        bias='bias in Linear and LayerNorm layers',
+        n_future='output heads: head i predicts token t+i (multi-token prediction)',
+        tie_embeddings='lm_head shares the token embedding matrix',
+        emb_init_std='std of the token/position embedding init (1.0 = nn.Embedding)',
+        linear_init="'gpt2' (N(0, 0.02), scaled residual projections) or 'pytorch'",
+        future_head_weights='weights of the n_future heads in the loss, e.g. [1.0, 0.5]; None: equal',
+    ),
+    'optimizer (AdamW, linear warmup then cosine decay)': dict(
+        learning_rate='peak learning rate',
+        max_iters='optimisation steps in total',
+        weight_decay='AdamW weight decay (2-D weights only)',
+        beta1='AdamW beta1',
+        beta2='AdamW beta2',
+        grad_clip='clip the gradient norm to this (0.0: no clipping; the norm is still logged)',
+        decay_lr='warmup + cosine schedule; False: constant learning_rate',
+        warmup_iters='linear warmup steps',
+        lr_decay_iters='step at which the cosine reaches min_lr',
+        min_lr='learning rate after lr_decay_iters',
+    ),
+    'system': dict(
+        backend="DDP backend on GPUs ('nccl'; CPU runs use gloo)",
+        device="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...",
+        dtype="'auto' (bfloat16 on CUDA when supported), 'float32', 'bfloat16', 'float16'",
+        compile='torch.compile the model',
+        seed='seed of the initial weights, of every batch and of dropout',
+        num_threads='torch CPU threads (0: torch default)',
+        attn_impl="attention kernel for masked batches: 'auto', 'sdpa' or 'flex'",
+    ),
+}
+# each objective's keys (batches.py sources' `defaults`); grouped by the objectives reading them
+OBJECTIVE_HELP = dict(
+    pathstar_loss_on="'answer': only the path tokens are targets; 'all': the whole row",
+    pathstar_teacherless="answer inputs become '$' (teacherless, one parallel pass)",
+    pathstar_eval_rows='rows of each split decoded for path accuracy at evaluation',
+    pathstar_online='a fresh graph for every training example (in-context datasets)',
+    mlm_packing="'sep': whole lines ending in [SEP], key-masked; 'window': fixed windows",
+    mlm_probability="share of tokens selected for prediction (mlm_ratio='fixed')",
+    mlm_ratio="'fixed' (mlm_probability) or 'uniform' (drawn per sample in [eps, 1])",
+    mlm_ratio_eps="lower end of the ratio with mlm_ratio='uniform'",
+    mlm_mask_frac='share of selected tokens replaced by [MASK] (BERT: 0.8)',
+    mlm_random_frac='share of selected tokens replaced by a random token (BERT: 0.1)',
+    mlm_eval_ratio='selection ratio of the val_mlm evaluation (all [MASK])',
+    use_loss_mask="train only on the assistant's tokens (False: on every token)",
+    mask_eps='masking ratio t ~ U(mask_eps, 1) per row',
+    mask_stratified='stratify t over the batch (lower-variance loss) instead of i.i.d.',
+    mask_t_min='floor of the masking ratio t',
+    mask_min_one='at least one masked position per row',
+    diffusion_eval_rows='path-star rows decoded by the denoiser at evaluation',
+    remasking_loss_type="'all_positions' (every real position) or 'corrupted_only'",
+    remasking_denoiser="frozen denoiser checkpoint drafting the corruptions ('': uniform)",
+    remasking_temperature="sampling temperature of remasking_denoiser's drafts",
+    hybrid_wrong_frac='share of the chosen positions given a wrong token instead of [MASK]',
+    hybrid_wrong_source="wrong tokens: 'uniform' or 'self' (drafts of hybrid_denoiser)",
+    hybrid_denoiser='frozen checkpoint drafting the wrong tokens (hybrid_wrong_source=self)',
+    hybrid_temperature="sampling temperature of hybrid_denoiser's drafts",
+)
+USAGE = """usage: python train.py [config.py ...] [--key=value ...]   (torchrun ... train.py for DDP)
+
+Config files (plain assignments) and --key=value flags, in order, override the defaults below."""
+
+
+def help_groups():
+    """HELP's groups, then OBJECTIVE_HELP's keys grouped by the objectives that read them."""
+    readers = {}
+    for name, cls in batches.OBJECTIVES.items():
+        for klass in reversed(cls.__mro__):
+            for k in getattr(klass, 'defaults', {}):
+                if name not in readers.setdefault(k, []):
+                    readers[k].append(name)
+    groups = {}
+    for k, names in readers.items():
+        title = ('objective ' if len(names) == 1 else 'objectives ') + ', '.join(names)
+        groups.setdefault(title, {})[k] = OBJECTIVE_HELP.get(k, '')
+    return list(HELP.items()) + list(groups.items())
+
 
 def get_lr(it, cfg):
     if not cfg['decay_lr']:
@@ -123,15 +229,49 @@ def estimate_loss(model, source, cfg, ctx, device):
 
 
 # ------------------------------------------------------------------------ model and data
+# Keys --init_from=resume does NOT take from the checkpoint: the run-control keys of this command
+# (where the run is, that it resumes, eval_only) and the keys that describe the machine rather
+# than the run: device and dtype are saved resolved from 'auto' (cuda:0, bfloat16), which the
+# machine a run resumes on (another GPU type, a CPU for a look) may not have; backend and
+# num_threads are per machine; attn_impl picks a kernel (same maths; 'flex' has no CPU backward).
+# `compile` IS restored: it is the run's choice (e.g. off for a model that does not compile) and
+# works on any device. So a run moved to another machine resumes; exact only on the same kind.
+NOT_RESUMED = (
+    'init_from',
+    'out_dir',
+    'eval_only',
+    'device',
+    'dtype',
+    'backend',
+    'num_threads',
+    'attn_impl',
+)
+
+
+def resume_config(cfg, explicit, ckpt):
+    """--init_from=resume: every key of the checkpoint's saved config that this command does not
+    set (explicit) and that is not in NOT_RESUMED goes into cfg; keys today's DEFAULTS does not
+    know are ignored. Returns the [(key, saved, default)] that changed cfg."""
+    changed = []
+    for k, v in (ckpt.get('config') or {}).items():
+        if k in DEFAULTS and k not in explicit and k not in NOT_RESUMED and cfg[k] != v:
+            changed.append((k, v, cfg[k]))
+            cfg[k] = v
+    return changed
+
+
 def read_init_checkpoint(cfg, explicit):
     """The checkpoint of init_from (None for scratch): 'resume' = out_dir/ckpt.pt, or a
     checkpoint file or folder. Architecture keys not set explicitly are taken from it into cfg,
     before the batch source reads cfg (e.g. block_size), so a second-phase config need not
-    repeat the base's architecture."""
+    repeat the base's architecture. 'resume' takes every saved training key (resume_config);
+    ckpt['resumed'] lists what that changed."""
     if cfg['init_from'] == 'scratch':
         return None
     where = cfg['out_dir'] if cfg['init_from'] == 'resume' else cfg['init_from']
     ckpt = checkpoint.load(where, flag='--init_from')
+    if cfg['init_from'] == 'resume':
+        ckpt['resumed'] = resume_config(cfg, explicit, ckpt)
     for k in ARCH_KEYS:
         if k in cfg and k not in explicit and k != 'vocab_size' and k in ckpt['model_args']:
             cfg[k] = ckpt['model_args'][k]
@@ -277,6 +417,8 @@ def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, 
     )
     if cfg['wandb_log']:
         state['wandb'].log({'iter': iter_num, **{f'eval/{k}': v for k, v in losses.items()}})
+    if state.get('metrics'):
+        state['metrics'].write({'kind': 'eval', 'iter': iter_num, **losses})
     if losses['val'] < state['best_val_loss'] or cfg['always_save_checkpoint']:
         state['best_val_loss'] = min(state['best_val_loss'], losses['val'])
     if iter_num > it_start and (
@@ -289,7 +431,7 @@ def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, 
         tag = getattr(source, 'run_tag', '')
         if tag:  # a named copy per evaluation; ckpt.pt stays the one to resume from
             named = os.path.join(cfg['out_dir'], f'ckpt_{tag}_{iter_num}.pt')
-            atomic_write(named, lambda tmp: shutil.copyfile(ckpt_path, tmp))
+            atomic_write(named, lambda tmp: shutil.copy(ckpt_path, tmp))  # content and 0644
     return losses
 
 
@@ -379,8 +521,134 @@ def check_config(cfg):
         )
 
 
+class Metrics:
+    """out_dir/metrics.jsonl: one JSON object per log line (kind 'train') and per evaluation
+    (kind 'eval'), each appended and flushed at once: a killed run keeps every row written. A
+    resumed run appends: iterations run again after the last checkpoint appear twice, and
+    readers (bench/plot_run.py) keep the last row of an iteration."""
+
+    def __init__(self, out_dir):
+        self.path = os.path.join(out_dir, 'metrics.jsonl')
+        self.f = open(self.path, 'a', encoding='utf-8')
+        if self.f.tell():  # a row cut by a kill must not swallow the next one
+            with open(self.path, 'rb') as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b'\n':
+                    self.f.write('\n')
+
+    def write(self, row):
+        self.f.write(json.dumps({**row, 'time': round(time.time(), 3)}) + '\n')
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+
+
+class RunGuard:
+    """What main() ends however the run ends: the SIGTERM/SIGINT handlers, metrics.jsonl, the
+    wandb run. A first SIGTERM (what clusters send before preemption) or Ctrl-C only records the
+    signal; the loop finishes its step and calls save_and_exit. A second one exits at once,
+    without saving (status 128 + signal; an interrupted checkpoint write leaves the previous
+    ckpt.pt, see utils.atomic_write)."""
+
+    def __init__(self):
+        self.signum, self.previous, self.metrics, self.wandb = 0, {}, None, None
+        self.verbose = True
+
+    def catch_signals(self, verbose):
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread: default behaviour
+        self.verbose = verbose
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self.previous[s] = signal.signal(s, self.handle)
+
+    def handle(self, signum, frame):
+        if self.signum:
+            raise SystemExit(128 + signum)
+        self.signum = signum
+        if self.verbose:  # os.write: print() here could re-enter a print the signal interrupted
+            os.write(
+                2,
+                f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                f"(send it again to stop at once, without saving)\n".encode(),
+            )
+
+    def stop_signal(self, ddp, device):
+        """The signal to stop on (0: go on). Under DDP every rank must stop after the same
+        step (the next step's collectives would hang): the ranks agree on the largest."""
+        if not ddp:
+            return self.signum
+        t = torch.tensor(self.signum, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def close(self, exit_code):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=exit_code)
+
+
+def save_and_exit(raw_model, optimizer, source, cfg, iter_num, state, signum, master, ddp, world):
+    """After SIGTERM/SIGINT: rank 0 saves out_dir/ckpt.pt as the periodic checkpoint would be
+    saved before step iter_num (the next step to run; same contents, RNG state included), prints
+    the command that resumes it, and every rank exits with status 128 + signum (the shell's
+    convention for "ended by a signal": 143 for SIGTERM, 130 for Ctrl-C).
+
+    DDP: torchrun passes SIGTERM (and a terminal's Ctrl-C) to every rank; the ranks agree to stop
+    after the same step (RunGuard.stop_signal), only rank 0 writes. torchrun itself then exits
+    non-zero with its own SignalException traceback."""
+    name = signal.Signals(signum).name
+    launcher = f'torchrun --standalone --nproc_per_node={world}' if ddp else 'python'
+    if master:
+        ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
+        checkpoint.save(
+            ckpt_path, raw_model, optimizer, cfg, source.meta, iter_num, state['best_val_loss']
+        )
+        print(
+            f"{name}: stopped before iter {iter_num}, saved checkpoint to {ckpt_path}; "
+            f"resume with:\n{launcher} train.py --init_from=resume "
+            f"--out_dir={shlex.quote(cfg['out_dir'])}",
+            flush=True,
+        )
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
-    cfg, explicit = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
+    """Train (see run); whatever way it ends, the signal handlers are restored, metrics.jsonl
+    closed and a wandb run finished."""
+    guard, code = RunGuard(), 1
+    try:
+        history = run(sys.argv[1:] if argv is None else argv, guard)
+        code = 0
+        return history
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        raise
+    finally:
+        guard.close(code)
+
+
+def run(argv, guard):
+    """The run of train.py's arguments `argv`: {'train': [{iter, loss, grad_norm}], 'eval':
+    [{iter, train, val, ...}]}. `guard` (RunGuard) holds what main() closes."""
+    exit_if_help(argv, USAGE, DEFAULTS, help_groups())
+    cfg, explicit = load_config(DEFAULTS, argv)
+    ckpt = read_init_checkpoint(cfg, explicit)  # may set keys of cfg: before anything reads them
+    settled = set(explicit)  # what the dataset may not decide: flags, and what the ckpt fixed
+    if ckpt is not None:
+        settled |= {k for k in ARCH_KEYS if k in ckpt['model_args']}
+        if cfg['init_from'] == 'resume':
+            settled |= set(ckpt.get('config') or {})
+    for line in batches.resolve_data(cfg, settled):  # objective, block_size: from the dataset
+        if int(os.environ.get('RANK', 0)) == 0:
+            print(line)
     check_config(cfg)
     ddp, rank, world, local_rank = setup_distributed(cfg)
     master, accum, device = rank == 0, cfg['gradient_accumulation_steps'] // world, cfg['device']
@@ -388,10 +656,6 @@ def main(argv=None):
     if cfg['num_threads'] > 0:
         torch.set_num_threads(cfg['num_threads'])
     ctx = autocast_context(cfg, device_type)
-    for line in batches.resolve_data(cfg, explicit):  # objective, block_size: from the dataset
-        if master:
-            print(line)
-    ckpt = read_init_checkpoint(cfg, explicit)  # may set architecture keys of cfg
     tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
     if master:
         os.makedirs(cfg['out_dir'], exist_ok=True)
@@ -399,6 +663,12 @@ def main(argv=None):
             f"tokens per iteration: {tokens_per_iter:,} | objective {cfg['objective']} | "
             f"dataset {cfg['dataset']} | device {device} {cfg['dtype']}"
         )
+        if ckpt is not None and 'resumed' in ckpt:
+            used = ', '.join(f"{k}={v!r} (default {d!r})" for k, v, d in ckpt['resumed'])
+            print(
+                f"resume: from {ckpt['path']} at iter {ckpt['iter_num']}; saved settings used: "
+                + (used or 'none differ from the defaults')
+            )
 
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])  # same init on every rank
@@ -417,7 +687,11 @@ def main(argv=None):
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
     if cfg['wandb_log'] and master:
-        state['wandb'] = start_wandb(cfg, getattr(source, 'run_tag', ''))
+        state['wandb'] = guard.wandb = start_wandb(cfg, getattr(source, 'run_tag', ''))
+    if master and not cfg['eval_only']:  # eval_only writes nothing
+        state['metrics'] = guard.metrics = Metrics(cfg['out_dir'])
+    if not cfg['eval_only']:  # nothing to save: Ctrl-C stops an evaluation at once
+        guard.catch_signals(verbose=master)
 
     history = {'train': [], 'eval': []}
     t_start, it_start, t0 = time.time(), iter_num, time.time()
@@ -426,7 +700,7 @@ def main(argv=None):
         for group in optimizer.param_groups:
             group['lr'] = lr
         last = iter_num >= cfg['max_iters']
-        if (iter_num % cfg['eval_interval'] == 0 or last) and master:
+        if (iter_num % cfg['eval_interval'] == 0 or last or cfg['eval_only']) and master:
             losses = evaluate_and_save(
                 raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state
             )
@@ -455,8 +729,10 @@ def main(argv=None):
             done = iter_num + 1 - it_start
             rate = done / max(time.time() - t_start, 1e-9)
             eta = (cfg['max_iters'] - iter_num - 1) / max(rate, 1e-9)
+            gnorm = grad_norm.item()
             msg = (
-                f"iter {iter_num}/{cfg['max_iters']}: loss {lossf:.4f}, lr {lr:.2e}, "
+                f"iter {iter_num}/{cfg['max_iters']}: loss {lossf:.4f}, grad_norm {gnorm:.4f}, "
+                f"lr {lr:.2e}, "
                 f"{dt * 1000:.1f}ms/it, {rate:.2f} it/s, ETA {eta / 60:.1f} min"
             )
             if device_type == 'cuda':
@@ -469,12 +745,21 @@ def main(argv=None):
                         {
                             'iter': iter_num,
                             'train/loss': lossf,
+                            'train/grad_norm': gnorm,
                             'lr': lr,
                             **{f'diag/{k}': v for k, v in diag.items()},
                         }
                     )
-            history['train'].append({'iter': iter_num, 'loss': lossf})
+                if state.get('metrics'):
+                    row = {'kind': 'train', 'iter': iter_num, 'loss': lossf, 'grad_norm': gnorm}
+                    state['metrics'].write({**row, 'lr': lr, 'dt_ms': dt * 1000, **diag})
+            history['train'].append({'iter': iter_num, 'loss': lossf, 'grad_norm': gnorm})
         iter_num += 1
+        signum = guard.stop_signal(ddp, device)
+        if signum:
+            save_and_exit(
+                raw_model, optimizer, source, cfg, iter_num, state, signum, master, ddp, world
+            )
     if ddp:  # wait for rank 0's final eval/checkpoint: tearing gloo down under a busy peer aborts
         dist.barrier()
         dist.destroy_process_group()
