@@ -157,6 +157,7 @@ OBJECTIVE_HELP = dict(
     mask_t_min='floor of the masking ratio t',
     mask_min_one='at least one masked position per row',
     diffusion_eval_rows='path-star rows decoded by the denoiser at evaluation',
+    unmasking_loss="'mean': plain mean CE over masked tokens; 'inv_t': sum CE/t over the maskable count (MDLM)",
     remasking_loss_type="'all_positions' (every real position) or 'corrupted_only'",
     remasking_denoiser="frozen denoiser checkpoint drafting the corruptions ('': uniform)",
     remasking_temperature="sampling temperature of remasking_denoiser's drafts",
