@@ -130,6 +130,7 @@ def main(argv=None):
         log = os.path.join(cfg['out_dir'], 'train.log')
         runs.append((label, [config] + extra, log, expect, cfg['objective'], a.max_iters * scale))
     todo = [r for r in runs if not (a.reuse and last_eval(r[2], r[-1]))]
+    todo.sort(key=lambda r: -SEC_PER_STEP[r[4]] * r[5])  # the longest first: the shortest wall
     if todo:
         print(
             f"{len(todo)} trainings, {a.jobs} at a time: expect about "
