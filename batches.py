@@ -399,6 +399,7 @@ class MaskedSource(Source):
     t = max(t, mask_t_min); mask_min_one: at least one masked position per row."""
 
     causal = False
+    denoiser = None  # a frozen checkpoint drafting wrong tokens (remasking, hybrid), see proposals
     defaults = {
         'mask_eps': 1e-3,
         'mask_stratified': True,
@@ -476,6 +477,17 @@ class MaskedSource(Source):
         t = t.clamp(min=c['mask_t_min'])
         masked = diffusion.draw_mask(maskable, t, gen, c['mask_min_one'])
         return tok, maskable, attn, t, masked
+
+    def proposals(self, tok, chosen, attn, gen, temperature):
+        """Wrong-token candidates (B, T) for the chosen positions: uniform over the base
+        vocabulary and never the original, or, with a frozen denoiser (self.denoiser), its own
+        draft of the row with every chosen position [MASK] (on-policy corruptions)."""
+        if self.denoiser is None:
+            return diffusion.random_other_tokens(tok, self.base_vocab, gen)
+        masked_in = torch.where(chosen, self.mask_id, tok)
+        return diffusion.denoiser_samples(
+            self.denoiser, masked_in, chosen, self.base_vocab, temperature, gen, attn
+        )
 
     def batch(self, x, y, t, maskable, chosen, attn, **extra):
         """The batch dict (+ self.last_stats); chosen (B, T): the positions the draw corrupted
@@ -564,18 +576,8 @@ class Remasking(MaskedSource):
     def get_batch(self, split, batch_size, gen=None):
         gen = gen or self.gen
         tok, maskable, attn, t, masked = self.corrupt(split, batch_size, gen)
-        if self.denoiser is None:
-            x = torch.where(masked, diffusion.random_other_tokens(tok, self.base_vocab, gen), tok)
-        else:
-            x = diffusion.denoiser_samples(
-                self.denoiser,
-                torch.where(masked, self.mask_id, tok),
-                masked,
-                self.base_vocab,
-                self.cfg['remasking_temperature'],
-                gen,
-                attn,
-            )
+        wrong_tokens = self.proposals(tok, masked, attn, gen, self.cfg['remasking_temperature'])
+        x = torch.where(masked, wrong_tokens, tok)
         wrong = x != tok  # (B, T): corrupted positions
         y = torch.where(wrong, self.wrong_id, tok)
         if self.cfg['remasking_loss_type'] == 'corrupted_only':
@@ -657,18 +659,7 @@ class Hybrid(MaskedSource):
         tok, maskable, attn, t, chosen = self.corrupt(split, batch_size, gen)
         u = torch.rand(chosen.shape, generator=gen)
         to_wrong = chosen & (u < self.cfg['hybrid_wrong_frac'])
-        if self.denoiser is None:
-            proposals = diffusion.random_other_tokens(tok, self.base_vocab, gen)
-        else:
-            proposals = diffusion.denoiser_samples(
-                self.denoiser,
-                torch.where(chosen, self.mask_id, tok),
-                chosen,
-                self.base_vocab,
-                self.cfg['hybrid_temperature'],
-                gen,
-                attn,
-            )
+        proposals = self.proposals(tok, chosen, attn, gen, self.cfg['hybrid_temperature'])
         x, y, masked, wrong = diffusion.hybrid_corrupt(
             tok, maskable, chosen, to_wrong, proposals, self.mask_id, self.wrong_id
         )

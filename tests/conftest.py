@@ -108,3 +108,18 @@ def rows_root(tmp_path_factory):
     }
     (d / 'meta.pkl').write_bytes(pickle.dumps(meta))
     return str(root)
+
+
+class ProposeToken(torch.nn.Module):
+    """A stand-in denoiser that always proposes `token` (logits over n_out ids) and remembers
+    the input it saw (self.seen): what a frozen-denoiser batch source fed it."""
+
+    def __init__(self, token, n_out):
+        super().__init__()
+        self.token, self.n_out = token, n_out
+
+    def forward(self, x, attention_mask=None):
+        self.seen = x
+        return torch.nn.functional.one_hot(
+            torch.full_like(x, self.token), self.n_out
+        ).float() * 50, None

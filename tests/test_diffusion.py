@@ -12,7 +12,7 @@ import diffusion
 import sample
 import train
 from configurator import ConfigError
-from conftest import base_vocab, source_of
+from conftest import ProposeToken, base_vocab, source_of
 from model import GPT, GPTConfig, supervised_weights
 from utils import DataError
 
@@ -90,12 +90,7 @@ def test_on_policy_corruptions_are_the_denoisers_samples(data_root, tiny_args, t
     ck = str(tmp_path / 'out' / 'ckpt.pt')
     src, V = make_source(data_root, 'remasking', remasking_denoiser=ck), base_vocab(data_root)
 
-    class AlwaysE(torch.nn.Module):  # a "denoiser" that always proposes token 5
-        def forward(self, x, attention_mask=None):
-            self.seen = x
-            return torch.nn.functional.one_hot(torch.full_like(x, 5), V + 2).float() * 50, None
-
-    src.denoiser = AlwaysE()
+    src.denoiser = ProposeToken(5, V + 2)  # a "denoiser" that always proposes token 5
     b = src.get_batch('train', 64, torch.Generator().manual_seed(4))
     tok = src.clean('train', 64, torch.Generator().manual_seed(4))[0]
     seen = src.denoiser.seen  # the denoiser saw [MASK] exactly at the chosen positions

@@ -17,7 +17,7 @@ import diffusion
 import sample
 import train
 from configurator import ConfigError, run_cli
-from conftest import TINY, base_vocab, source_of
+from conftest import TINY, ProposeToken, base_vocab, source_of
 from model import GPT, GPTConfig
 
 
@@ -137,12 +137,7 @@ def test_self_source_uses_the_frozen_denoisers_drafts(data_root, runs):
     )
     assert src.run_tag == 'hybrid_self' and src.meta['hybrid_denoiser'] == runs['unmasking']
 
-    class AlwaysE(torch.nn.Module):  # a "denoiser" that always proposes token 5
-        def forward(self, x, attention_mask=None):
-            self.seen = x
-            return torch.nn.functional.one_hot(torch.full_like(x, 5), V + 2).float() * 50, None
-
-    src.denoiser = AlwaysE()
+    src.denoiser = ProposeToken(5, V + 2)  # a "denoiser" that always proposes token 5
     b = src.get_batch('train', 64, torch.Generator().manual_seed(4))
     tok = src.clean('train', 64, torch.Generator().manual_seed(4))[0]
     chosen = src.denoiser.seen == V  # the denoiser saw every chosen position as [MASK]
