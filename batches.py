@@ -43,6 +43,13 @@ def check_dataset_dir(data_dir):
         )
 
 
+def pause_pad_targets(y, pause, pad):
+    """(is_pause, is_pad): (B, T) bool, the targets that are PAUSE / PAD (never supervised);
+    all False for an id the meta does not name (None)."""
+    none = torch.zeros_like(y, dtype=torch.bool)
+    return (y == pause if pause is not None else none), (y == pad if pad is not None else none)
+
+
 def random_rows(rows, batch_size, gen):
     return rows[torch.randint(len(rows), (batch_size,), generator=gen)]
 
@@ -105,9 +112,7 @@ class NextToken(Source):
         x, y = rows[:, :-1], rows[:, 1:]
         if self.pause is None and self.pad is None:
             return {'x': x, 'y': y}
-        no = torch.zeros_like(y, dtype=torch.bool)
-        is_pause = y == self.pause if self.pause is not None else no
-        is_pad = y == self.pad if self.pad is not None else no
+        is_pause, is_pad = pause_pad_targets(y, self.pause, self.pad)
         self.last_stats = {
             'masked_pause': is_pause.float().mean(),
             'masked_pad': is_pad.float().mean(),
@@ -178,10 +183,7 @@ class PathStar(Source):
         else:
             rows = random_rows(self.rows[split], batch_size, gen)
         x, y = rows[:, :-1].clone(), rows[:, 1:].clone()  # (B, row_len-1)
-        is_pause = (
-            y == self.pause if self.pause is not None else torch.zeros_like(y, dtype=torch.bool)
-        )
-        is_pad = y == self.pad if self.pad is not None else torch.zeros_like(y, dtype=torch.bool)
+        is_pause, is_pad = pause_pad_targets(y, self.pause, self.pad)
         prompt = torch.zeros_like(is_pad)
         if self.loss_on == 'answer' or self.teacherless:
             ans = pathstar.answer_mask(rows, self.meta)  # (B, row_len), row positions
