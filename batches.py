@@ -8,12 +8,21 @@ plus objective-specific tensors its metrics use. The model never knows which obj
 came from.
 
 A source: `Source(cfg, data_dir, seed)` with .vocab_size, .meta, .causal,
-    .get_batch(split, B, gen)   all randomness from `gen` (train.py seeds one per micro-batch
-                                from (seed, iter, index): resume and DDP are exact); describes
-                                the batch it drew in self.last_stats,
-    .observe()                  train.py: "the batch just drawn was a training batch",
-    .diagnostics() -> dict      what the log line shows (from the observed batches),
+    .host_batch(split, B, gen) -> (batch, stats)   what a subclass writes: CPU tensors, all
+                                randomness from `gen` (train.py seeds one per micro-batch from
+                                (seed, iter, index): resume and DDP are exact), no state changed,
+                                so train.py builds the next step's batches in a thread while the
+                                device runs this one; stats describe the batch (tensors);
+    .device_batch(batch, device) -> (batch, stats) the device stage: moves the batch (pinned,
+                                non-blocking); sources that draft with a frozen denoiser
+                                (remasking, hybrid) run it here, on the training device;
+    .get_batch(split, B, gen)   both stages on the CPU, the stats in self.last_stats (tests, REPL);
+    .observe(stats)             train.py: "these were the stats of a training micro-batch",
+    .diagnostics() -> dict      what the log line shows (floats: read only at log lines),
     .evaluate(model, device)    objective metrics at eval time (model in eval mode).
+Batches are host code: `draw` runs host_batch with the CPU as default device, so they are
+built on the host whatever default device a caller has set (tests/test_device_guard.py runs the
+trainer and the sampler with the default device 'meta' to find tensors made without a device).
 Each source declares the config keys it reads in `defaults` (plus COMMON_KEYS); self.cfg holds
 only those, so reading another objective's key fails at once. Register sources in OBJECTIVES.
 """
@@ -30,7 +39,7 @@ import diffusion
 import mlm
 import pathstar
 from configurator import ConfigError
-from utils import DataError, TokenFile, gather_windows, load_meta, seeded
+from utils import DataError, TokenFile, gather_windows, load_meta, seeded, to_device
 
 COMMON_KEYS = ('block_size', 'batch_size', 'eval_iters', 'seed')  # trainer keys a source may read
 
@@ -73,12 +82,33 @@ class Source:
             keys.update(getattr(klass, 'defaults', {}))
         return keys
 
-    def observe(self):
-        """The batch just drawn was a training micro-batch: its stats become the diagnostics."""
-        self.diag = {k: float(v) for k, v in self.last_stats.items()}
+    def draw(self, split, batch_size, gen, **kw):
+        """(host batch, stats) of host_batch, built with the CPU as default device."""
+        with torch.device('cpu'):
+            return self.host_batch(split, batch_size, gen, **kw)
+
+    def device_batch(self, batch, device):
+        """(batch on device, stats of this stage): the batch moved, nothing else to do."""
+        return to_device(batch, device), {}
+
+    def get_batch(self, split, batch_size, gen=None, **kw):
+        """The complete batch on the CPU (both stages); its stats in self.last_stats."""
+        b, stats = self.draw(split, batch_size, gen or self.gen, **kw)
+        b, more = self.device_batch(b, 'cpu')
+        self.last_stats = {**stats, **more}
+        return b
+
+    def batch_on(self, device, split, batch_size, gen, **kw):
+        """The complete batch on device (evaluation: the stats are not kept)."""
+        return self.device_batch(self.draw(split, batch_size, gen, **kw)[0], device)[0]
+
+    def observe(self, stats=None):
+        """stats (default: of the last get_batch) were a training micro-batch's: they become the
+        diagnostics. Kept as tensors (maybe on the device): read only at log lines."""
+        self.diag = dict(self.last_stats if stats is None else stats)
 
     def diagnostics(self):
-        return self.diag
+        return {k: float(v) for k, v in self.diag.items()}
 
     def eval_gen(self, name):
         """The fixed generator of an evaluation (same batches at every evaluation)."""
@@ -107,17 +137,14 @@ class NextToken(Source):
         }
         self.pause, self.pad = pathstar.pause_pad_ids(self.meta)
 
-    def get_batch(self, split, batch_size, gen=None):
-        rows = self.files[split].windows(batch_size, self.T + 1, gen or self.gen)  # (B, T+1)
+    def host_batch(self, split, batch_size, gen):
+        rows = self.files[split].windows(batch_size, self.T + 1, gen)  # (B, T+1)
         x, y = rows[:, :-1], rows[:, 1:]
         if self.pause is None and self.pad is None:
-            return {'x': x, 'y': y}
+            return {'x': x, 'y': y}, {}
         is_pause, is_pad = pause_pad_targets(y, self.pause, self.pad)
-        self.last_stats = {
-            'masked_pause': is_pause.float().mean(),
-            'masked_pad': is_pad.float().mean(),
-        }
-        return {'x': x, 'y': y.masked_fill(is_pause | is_pad, -1)}
+        stats = {'masked_pause': is_pause.float().mean(), 'masked_pad': is_pad.float().mean()}
+        return {'x': x, 'y': y.masked_fill(is_pause | is_pad, -1)}, stats
 
 
 class PathStar(Source):
@@ -176,8 +203,7 @@ class PathStar(Source):
                 f"no meta['teacherless_token'])"
             )
 
-    def get_batch(self, split, batch_size, gen=None):
-        gen = gen or self.gen
+    def host_batch(self, split, batch_size, gen):
         if split == 'train' and self.online:
             rows = torch.from_numpy(pathstar.online_rows(self.meta, batch_size, gen))
         else:
@@ -192,12 +218,12 @@ class PathStar(Source):
             if self.teacherless:  # inputs at answer positions (the last one is cut) -> '$'
                 x[ans[:, :-1]] = self.meta['teacherless_token']
         y[is_pause | is_pad | prompt] = -1
-        self.last_stats = {
+        stats = {
             'masked_pause': is_pause.float().mean(),
             'masked_pad': is_pad.float().mean(),
             'masked_prompt': prompt.float().mean(),
         }
-        return {'x': x, 'y': y}
+        return {'x': x, 'y': y}, stats
 
     def evaluate(self, model, device):
         """Path accuracy on the first pathstar_eval_rows held-out and train rows."""
@@ -270,7 +296,19 @@ class MaskedLM(Source):
         if cfg['block_size'] < 2:
             bad('block_size', "MLM needs at least 2 positions (a token and its [SEP])")
 
-    def make_batch(self, split, B, gen, ratio_mode, p, mask_frac, random_frac):
+    def host_batch(self, split, B, gen, **corruption):
+        """corruption: ratio_mode, p, mask_frac, random_frac (default: the config's; mlm.evaluate
+        passes its own)."""
+        c = self.cfg
+        ratio_mode, p, mask_frac, random_frac = (
+            corruption.get(k, c[key])
+            for k, key in (
+                ('ratio_mode', 'mlm_ratio'),
+                ('p', 'mlm_probability'),
+                ('mask_frac', 'mlm_mask_frac'),
+                ('random_frac', 'mlm_random_frac'),
+            )
+        )
         T = self.T
         if self.packing == 'sep':
             first = torch.randint(len(self.bounds[split]) - 1, (B,), generator=gen).numpy()
@@ -288,23 +326,11 @@ class MaskedLM(Source):
         if self.packing == 'sep':
             b['attention_mask'] = torch.arange(T) <= n_text[:, None]  # (B, T), [SEP] included
         valid = n_text + 1 if self.packing == 'sep' else n_text
-        self.last_stats = {'kind': kind, 'valid_len': valid, 'n_text': n_text}
-        return b
+        return b, {'kind': kind, 'valid_len': valid, 'n_text': n_text}
 
-    def get_batch(self, split, batch_size, gen=None):
-        c = self.cfg
-        return self.make_batch(
-            split,
-            batch_size,
-            gen or self.gen,
-            c['mlm_ratio'],
-            c['mlm_probability'],
-            c['mlm_mask_frac'],
-            c['mlm_random_frac'],
-        )
-
-    def observe(self):
-        self.stats.update(**self.last_stats)  # cumulative since the start of training
+    def observe(self, stats=None):
+        stats = self.last_stats if stats is None else stats
+        self.stats.update(**stats)  # cumulative since the start of training
 
     def diagnostics(self):
         return self.stats.summary()
@@ -378,13 +404,14 @@ class SFT(Source):
                 masks[rows] = gather_windows(mask, starts, T + 1) > 0
         return toks, masks
 
-    def get_batch(self, split, batch_size, gen=None):
-        rows, mask = self.windows(split, batch_size, gen or self.gen)
+    def host_batch(self, split, batch_size, gen, mask_always=False):
+        """mask_always: a loss_mask also with use_loss_mask=False (chat.sft_metrics reports
+        both figures)."""
+        rows, mask = self.windows(split, batch_size, gen)
         batch = {'x': rows[:, :-1], 'y': rows[:, 1:]}
-        self.last_stats = {'mask_frac': mask[:, 1:].float().mean()}  # supervised share
-        if self.use_loss_mask:
+        if self.use_loss_mask or mask_always:
             batch['loss_mask'] = mask[:, 1:]  # shifted with the targets
-        return batch
+        return batch, {'mask_frac': mask[:, 1:].float().mean()}  # supervised share
 
     def evaluate(self, model, device):
         return chat.sft_metrics(self, model, device)
@@ -480,26 +507,42 @@ class MaskedSource(Source):
         masked = diffusion.draw_mask(maskable, t, gen, c['mask_min_one'])
         return tok, maskable, attn, t, masked
 
-    def proposals(self, tok, chosen, attn, gen, temperature):
-        """Wrong-token candidates (B, T) for the chosen positions: uniform over the base
-        vocabulary and never the original, or, with a frozen denoiser (self.denoiser), its own
-        draft of the row with every chosen position [MASK] (on-policy corruptions)."""
+    def propose(self, parts, gen):
+        """Wrong-token proposals for parts['chosen'] (B, T), then assemble(parts): uniform over
+        the base vocabulary and never the original (on the host, now), or, with a frozen denoiser
+        (self.denoiser), its own draft of the row with every chosen position [MASK] (on-policy).
+        A draft is a forward pass: it runs in device_batch, on the training device, from a seed
+        drawn here (so the batch is still a function of gen); the host batch is then `parts`
+        with 'draft_seed' and no stats yet."""
         if self.denoiser is None:
-            return diffusion.random_other_tokens(tok, self.base_vocab, gen)
-        masked_in = torch.where(chosen, self.mask_id, tok)
-        return diffusion.denoiser_samples(
-            self.denoiser, masked_in, chosen, self.base_vocab, temperature, gen, attn
+            parts['proposals'] = diffusion.random_other_tokens(parts['tok'], self.base_vocab, gen)
+            return self.assemble(parts)
+        return {**parts, 'draft_seed': torch.randint(2**62, (), generator=gen)}, {}
+
+    def device_batch(self, batch, device):
+        if 'draft_seed' not in batch:
+            return super().device_batch(batch, device)
+        seed = int(batch['draft_seed'])  # a host tensor: no device sync
+        parts = to_device({k: v for k, v in batch.items() if k != 'draft_seed'}, device)
+        tok, chosen = parts['tok'], parts['chosen']
+        gen = torch.Generator(device=device).manual_seed(seed)
+        parts['proposals'] = diffusion.denoiser_samples(
+            self.denoiser.to(device),  # in place, once: it stays there
+            torch.where(chosen, self.mask_id, tok),
+            chosen,
+            self.base_vocab,
+            self.draft_temperature,
+            gen,
+            parts.get('attention_mask'),
         )
+        return self.assemble(parts)
 
     def batch(self, x, y, t, maskable, chosen, attn, **extra):
-        """The batch dict (+ self.last_stats); chosen (B, T): the positions the draw corrupted
-        ([MASK] or a wrong token), whose share is logged as mask_frac."""
-        self.last_stats = {
-            't_mean': t.mean(),
-            'mask_frac': chosen.sum() / maskable.sum().clamp(min=1),
-        }
+        """(batch dict, stats); chosen (B, T): the positions the draw corrupted ([MASK] or a
+        wrong token), whose share is logged as mask_frac."""
+        stats = {'t_mean': t.mean(), 'mask_frac': chosen.sum() / maskable.sum().clamp(min=1)}
         b = {'x': x, 'y': y, 't': t, 'maskable': maskable, **extra}
-        return b if attn is None else {**b, 'attention_mask': attn}
+        return (b if attn is None else {**b, 'attention_mask': attn}), stats
 
 
 class Unmasking(MaskedSource):
@@ -522,9 +565,9 @@ class Unmasking(MaskedSource):
                 f"masked positions) or 'inv_t' (CE / t summed, over the maskable count)"
             )
 
-    def get_batch(self, split, batch_size, gen=None):
-        tok, maskable, attn, t, masked = self.corrupt(split, batch_size, gen or self.gen)
-        b = self.batch(
+    def host_batch(self, split, batch_size, gen):
+        tok, maskable, attn, t, masked = self.corrupt(split, batch_size, gen)
+        b, stats = self.batch(
             torch.where(masked, self.mask_id, tok),
             torch.where(masked, tok, -1),
             t,
@@ -535,7 +578,7 @@ class Unmasking(MaskedSource):
         if self.cfg['unmasking_loss'] == 'inv_t':
             b['loss_mask'] = masked / t[:, None]  # (B, T): 1/t at masked positions
             b['norm_mask'] = maskable.float()  # (B, T): the denominator counts maskable positions
-        return b
+        return b, stats
 
     def evaluate(self, model, device):
         out = diffusion.denoiser_metrics(self, model, device)
@@ -574,19 +617,26 @@ class Remasking(MaskedSource):
                 path, '--remasking_denoiser', ('unmasking',), self.meta, f"the data in {data_dir}"
             )
             self.meta = {**self.meta, 'remasking_denoiser': path}
+        self.draft_temperature = self.cfg['remasking_temperature']
 
-    def get_batch(self, split, batch_size, gen=None):
-        gen = gen or self.gen
+    def host_batch(self, split, batch_size, gen):
         tok, maskable, attn, t, masked = self.corrupt(split, batch_size, gen)
-        wrong_tokens = self.proposals(tok, masked, attn, gen, self.cfg['remasking_temperature'])
-        x = torch.where(masked, wrong_tokens, tok)
+        parts = dict(tok=tok, maskable=maskable, t=t, chosen=masked)
+        return self.propose(parts if attn is None else {**parts, 'attention_mask': attn}, gen)
+
+    def assemble(self, p):
+        """The batch from its parts (propose): chosen positions hold their proposal."""
+        tok, maskable = p['tok'], p['maskable']
+        x = torch.where(p['chosen'], p['proposals'], tok)
         wrong = x != tok  # (B, T): corrupted positions
         y = torch.where(wrong, self.wrong_id, tok)
         if self.cfg['remasking_loss_type'] == 'corrupted_only':
             y = torch.where(wrong, y, -1)
-        b = self.batch(x, y, t, maskable, masked, attn, wrong=wrong)
-        self.last_stats['wrong_frac'] = wrong.sum() / maskable.sum().clamp(min=1)
-        return b
+        b, stats = self.batch(
+            x, y, p['t'], maskable, p['chosen'], p.get('attention_mask'), wrong=wrong
+        )
+        stats['wrong_frac'] = wrong.sum() / maskable.sum().clamp(min=1)
+        return b, stats
 
     def evaluate(self, model, device):
         return diffusion.remasker_metrics(self, model, device)
@@ -655,19 +705,31 @@ class Hybrid(MaskedSource):
                 f"the data in {data_dir}",
             )
             self.meta = {**self.meta, 'hybrid_denoiser': path}
+        self.draft_temperature = self.cfg['hybrid_temperature']
 
-    def get_batch(self, split, batch_size, gen=None):
-        gen = gen or self.gen
+    def host_batch(self, split, batch_size, gen):
         tok, maskable, attn, t, chosen = self.corrupt(split, batch_size, gen)
         u = torch.rand(chosen.shape, generator=gen)
         to_wrong = chosen & (u < self.cfg['hybrid_wrong_frac'])
-        proposals = self.proposals(tok, chosen, attn, gen, self.cfg['hybrid_temperature'])
+        parts = dict(tok=tok, maskable=maskable, t=t, chosen=chosen, to_wrong=to_wrong)
+        return self.propose(parts if attn is None else {**parts, 'attention_mask': attn}, gen)
+
+    def assemble(self, p):
+        """The batch from its parts (propose): diffusion.hybrid_corrupt."""
+        maskable = p['maskable']
         x, y, masked, wrong = diffusion.hybrid_corrupt(
-            tok, maskable, chosen, to_wrong, proposals, self.mask_id, self.wrong_id
+            p['tok'],
+            maskable,
+            p['chosen'],
+            p['to_wrong'],
+            p['proposals'],
+            self.mask_id,
+            self.wrong_id,
         )
-        b = self.batch(x, y, t, maskable, masked, attn, masked=masked, wrong=wrong)
-        self.last_stats['wrong_frac'] = wrong.sum() / maskable.sum().clamp(min=1)
-        return b
+        attn = p.get('attention_mask')
+        b, stats = self.batch(x, y, p['t'], maskable, masked, attn, masked=masked, wrong=wrong)
+        stats['wrong_frac'] = wrong.sum() / maskable.sum().clamp(min=1)
+        return b, stats
 
     def evaluate(self, model, device):
         return diffusion.hybrid_metrics(self, model, device)

@@ -174,21 +174,15 @@ def sft_metrics(source, model, device):
     source (its windows())."""
     c = source.cfg
     gen = source.eval_gen('sft')
-    sums = torch.zeros(2, dtype=torch.float64)
-    counts = torch.zeros(2, dtype=torch.float64)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    counts = torch.zeros(2, dtype=torch.float64, device=device)
     for _ in range(c['eval_iters']):
-        rows, mask = source.windows('val', c['batch_size'], gen)
-        logits, _ = model(rows[:, :-1].to(device))
-        ce = (
-            F.cross_entropy(
-                logits.float().flatten(0, 1), rows[:, 1:].flatten().to(device), reduction='none'
-            )
-            .double()
-            .cpu()
-        )
-        m = mask[:, 1:].flatten().double()
-        sums += torch.stack([(ce * m).sum(), ce.sum()])
-        counts += torch.stack([m.sum(), torch.tensor(float(m.numel()), dtype=torch.float64)])
+        b = source.batch_on(device, 'val', c['batch_size'], gen, mask_always=True)
+        logits, _ = model(b['x'])
+        ce = F.cross_entropy(logits.float().flatten(0, 1), b['y'].flatten(), reduction='none')
+        m = b['loss_mask'].flatten().double()
+        sums += torch.stack([(ce.double() * m).sum(), ce.double().sum()])
+        counts += torch.stack([m.sum(), torch.ones_like(m).sum()])
     loss = (sums / counts.clamp(min=1)).tolist()
     if not source.has_masks('val'):  # no mask shards (--use_loss_mask=False): all tokens only
         return {'val_all': loss[1]}

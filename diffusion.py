@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 import checkpoint
 from configurator import ConfigError
-from utils import to_device
+from utils import device_generator
 
 SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
     steps=64,
@@ -73,25 +73,34 @@ def draw_mask(maskable, t, gen, min_one=False):
     return masked
 
 
-def gumbel_argmax(logits, temperature, gen):
-    """Categorical sample along the last dim in float64 (temperature 0 = argmax).
-    float64 because float32 Gumbel noise is coarse enough to bias low-probability tokens."""
+def gumbel_argmax(logits, temperature, gen, chunk=1 << 24):
+    """Categorical sample along the last dim (temperature 0 = argmax), Gumbel-max in float64:
+    float32 Gumbel noise is coarse enough to bias low-probability tokens. gen must live on
+    logits.device (utils.device_generator). Rows are done `chunk` float64 elements at a time,
+    so a (B, T, V) draw at GPT-2's vocabulary never holds a (B, T, V) float64 copy (12 x 1024 x
+    50304 would be 4.9 GB)."""
     if temperature == 0:
         return logits.argmax(-1)
-    logp = F.log_softmax(logits.double() / temperature, dim=-1)
-    return (logp + _gumbel(logp.shape, gen).to(logp.device)).argmax(-1)
+    flat = logits.reshape(-1, logits.size(-1))  # (rows, V)
+    out = torch.empty(flat.size(0), dtype=torch.long, device=logits.device)
+    step = max(1, chunk // flat.size(1))
+    for i in range(0, flat.size(0), step):
+        logp = F.log_softmax(flat[i : i + step].double() / temperature, dim=-1)
+        out[i : i + step] = (logp + _gumbel(logp.shape, gen, logp.device)).argmax(-1)
+    return out.view(logits.shape[:-1])
 
 
 def random_other_tokens(tok, vocab, gen):
     """A uniform token of [0, vocab) that differs from tok (B, T): a corruption is always wrong."""
-    r = torch.randint(0, vocab - 1, tok.shape, generator=gen)
+    r = torch.randint(0, vocab - 1, tok.shape, generator=gen, device=tok.device)
     return r + (r >= tok).long()
 
 
 @torch.no_grad()
 def denoiser_samples(denoiser, x, masked, base_vocab, temperature, gen, attention_mask=None):
     """One denoiser pass on x (B, T) (masked positions hold [MASK]): a base-vocabulary sample at
-    every masked position, x elsewhere. The on-policy remasker's corruptions."""
+    every masked position, x elsewhere. The on-policy corruptions of remasking / hybrid; x and
+    gen on the denoiser's device."""
     logits, _ = denoiser(x, attention_mask=attention_mask)
     s = gumbel_argmax(logits[..., :base_vocab], temperature, gen)
     return torch.where(masked, s, x)
@@ -100,14 +109,20 @@ def denoiser_samples(denoiser, x, masked, base_vocab, temperature, gen, attentio
 def _topk_mask(key, k):
     """key (B, L) float (-inf = not allowed), k (B,) long -> bool (B, L): each row's k largest."""
     order = key.argsort(dim=1, descending=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(key.size(1)).expand_as(order).contiguous())
+    ranks = torch.arange(key.size(1), device=key.device).expand_as(order).contiguous()
+    rank = torch.empty_like(order).scatter_(1, order, ranks)
     return (rank < k[:, None]) & torch.isfinite(key)
 
 
-def _gumbel(shape, gen):
-    u = torch.rand(shape, dtype=torch.float64, generator=gen).clamp(1e-300, 1.0 - 1e-16)
-    return -torch.log(-torch.log(u))
+def _gumbel(shape, gen, device):
+    u = torch.rand(shape, dtype=torch.float64, generator=gen, device=device)
+    return -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
+
+
+def p_wrong(logits, wrong_id):
+    """P(WRONG) (B, L) float32 from full logits (B, L, V), without a float64 (B, L, V) copy."""
+    logits = logits.float()
+    return (logits[..., wrong_id] - logits.logsumexp(-1)).exp()
 
 
 def step_plan(steps, n_blocks):
@@ -164,7 +179,8 @@ def diffusion_sample(
         raise ValueError("remask='learned' needs a remasker model and wrong_id")
     if remask == 'self' and wrong_id is None:
         raise ValueError("remask='self' needs wrong_id (a hybrid denoiser's WRONG id)")
-    gen = gen or torch.Generator().manual_seed(0)
+    # every draw on the canvas's device: a CPU generator seeds one there (CPU runs keep theirs)
+    gen = device_generator(gen or torch.Generator().manual_seed(0), canvas.device)
     x = canvas.clone()
     B, L = x.shape
     free = x == mask_id  # (B, L): positions to generate; the rest is the fixed prompt
@@ -179,18 +195,19 @@ def diffusion_sample(
         eligible = free & (block_id <= b)
         masked = x == mask_id
         full = model(x, attention_mask=attention_mask)[0]  # (B, L, V): remask='self' reads WRONG
-        logits = full[..., :base_vocab].double()
+        logits = full[..., :base_vocab].float()  # float32: (B, L, V) at float64 is 2x the memory
         nfe += 1
-        x0 = gumbel_argmax(logits, temperature, gen)  # (B, L)
+        x0 = gumbel_argmax(logits, temperature, gen)  # (B, L); float64 noise, chunked
         if order == 'random':
-            score = torch.rand((B, L), dtype=torch.float64, generator=gen).to(x.device)
+            score = torch.rand((B, L), dtype=torch.float64, generator=gen, device=x.device)
         else:
-            p = F.softmax(logits / (temperature or 1.0), dim=-1)
-            top2 = p.topk(2, dim=-1).values
-            score = top2[..., 0] if order == 'confidence' else top2[..., 0] - top2[..., 1]
+            top2 = F.softmax(logits / (temperature or 1.0), dim=-1).topk(2, dim=-1).values
+            score = (
+                top2[..., 0] if order == 'confidence' else top2[..., 0] - top2[..., 1]
+            ).double()
             if score_temperature > 0:  # sample the order instead of taking the top keys
-                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel((B, L), gen).to(
-                    x.device
+                score = score.clamp_min(1e-300).log() / score_temperature + _gumbel(
+                    (B, L), gen, x.device
                 )
         n_b = (free & (block_id == b)).sum(1)
         target = n_b - (n_b * (j + 1)) // sb  # masked left in block b after this step
@@ -210,18 +227,14 @@ def diffusion_sample(
             remask_ratio * before.double()
         ).floor().long()
         if remask == 'random':
-            key = torch.rand((B, L), dtype=torch.float64, generator=gen).to(x.device)
+            key = torch.rand((B, L), dtype=torch.float64, generator=gen, device=x.device)
         elif remask == 'self':  # this step's pass, scored on what was committed in its input
             key = self_remask_scores(full, ~masked, wrong_id, remask_threshold)
         else:
             draft = torch.where(x == mask_id, x0, x)
-            p_wrong = F.softmax(remasker(draft, attention_mask=attention_mask)[0].double(), -1)[
-                ..., wrong_id
-            ]
+            pw = p_wrong(remasker(draft, attention_mask=attention_mask)[0], wrong_id).double()
             nfe += 1
-            key = torch.where(
-                p_wrong > remask_threshold, p_wrong, torch.full_like(p_wrong, -math.inf)
-            )
+            key = torch.where(pw > remask_threshold, pw, torch.full_like(pw, -math.inf))
         back = _topk_mask(torch.where(cand, key, torch.full_like(key, -math.inf)), r)
         x = torch.where(back, torch.full_like(x, mask_id), x)
         remasked.append(back.sum(1))
@@ -322,9 +335,8 @@ def self_remask_scores(logits, visible, wrong_id, threshold):
             f"remask='self' needs a model with a WRONG output (id {wrong_id}); this "
             f"one has {logits.size(-1)} outputs: use a hybrid checkpoint"
         )
-    p_wrong = F.softmax(logits.double(), -1)[..., wrong_id]
-    keep = visible & (p_wrong > threshold)
-    return torch.where(keep, p_wrong, torch.full_like(p_wrong, -math.inf))
+    pw = p_wrong(logits, wrong_id).double()
+    return torch.where(visible & (pw > threshold), pw, torch.full_like(pw, -math.inf))
 
 
 def check_self_remask(ckpt, path):
@@ -347,7 +359,7 @@ def denoiser_metrics(source, model, device):
     gen = source.eval_gen('denoiser')
     ce_sum = n_masked = bound = rows = 0.0
     for _ in range(c['eval_iters']):
-        b = to_device(source.get_batch('val', c['batch_size'], gen), device)
+        b = source.batch_on(device, 'val', c['batch_size'], gen)
         logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
         ce = F.cross_entropy(
             logits.float().transpose(1, 2), b['y'], ignore_index=-1, reduction='none'
@@ -367,7 +379,7 @@ def remasker_metrics(source, model, device):
     gen = source.eval_gen('remasker')
     fp = tp = n_clean = n_wrong = n_pred = 0.0
     for _ in range(c['eval_iters']):
-        b = to_device(source.get_batch('val', c['batch_size'], gen), device)
+        b = source.batch_on(device, 'val', c['batch_size'], gen)
         logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
         pred = logits.argmax(-1) == wrong_id
         clean = b['maskable'] & ~b['wrong']
@@ -391,7 +403,7 @@ def hybrid_metrics(source, model, device):
     gen = source.eval_gen('hybrid')
     ce_sum = n_masked = fp = tp = n_clean = n_wrong = n_pred = 0.0
     for _ in range(c['eval_iters']):
-        b = to_device(source.get_batch('val', c['batch_size'], gen), device)
+        b = source.batch_on(device, 'val', c['batch_size'], gen)
         logits, _ = model(b['x'], attention_mask=b.get('attention_mask'))
         y_masked = torch.where(b['masked'], b['y'], -1)  # [MASK] positions only
         ce = F.cross_entropy(

@@ -12,7 +12,7 @@ The batch source (batches.MaskedLM) calls these functions; they hold no state bu
 import numpy as np
 import torch
 
-from utils import DataError, to_device
+from utils import DataError
 
 GPT2_NEWLINES = (198, 628)  # GPT-2 BPE tokens '\n' and '\n\n'
 
@@ -145,11 +145,15 @@ def evaluate(source, model, device):
     sums = {'val_mlm': 0.0, 'val_mlm_nomask': 0.0}
     weight = 0.0
     for _ in range(cfg['eval_iters']):
-        b = to_device(
-            source.make_batch(
-                'val', cfg['batch_size'], gen, 'fixed', cfg['mlm_eval_ratio'], 1.0, 0.0
-            ),
+        b = source.batch_on(
             device,
+            'val',
+            cfg['batch_size'],
+            gen,
+            ratio_mode='fixed',
+            p=cfg['mlm_eval_ratio'],
+            mask_frac=1.0,
+            random_frac=0.0,
         )
         s, w, _ = model.loss_terms(b['x'], b['y'], attention_mask=b.get('attention_mask'))
         sums['val_mlm'] += s.sum().item()

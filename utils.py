@@ -92,6 +92,18 @@ def seeded(*parts):
     return torch.Generator().manual_seed(mix_seed(*parts))
 
 
+def device_generator(gen, device):
+    """A generator for draws on `device`: gen itself when it lives there (a CPU run keeps its
+    exact draws), else a new one on `device` seeded by one draw of gen (so a seeded CPU generator
+    still makes the device draws reproducible). Device code never draws on the host and copies:
+    a (B, T, V) noise tensor made on the CPU is gigabytes at GPT-2's vocabulary."""
+    device = torch.device(device)
+    if gen.device.type == device.type and (device.index is None or gen.device == device):
+        return gen
+    seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 65536 else np.uint32
 
