@@ -38,6 +38,7 @@ import checkpoint
 import diffusion
 import mlm
 import pathstar
+import utils
 from configurator import ConfigError
 from utils import DataError, TokenFile, gather_windows, load_meta, seeded, to_device
 
@@ -271,8 +272,10 @@ class MaskedLM(Source):
             f = self.files[split] = TokenFile(
                 data_dir, split, base, self.T + 1, f'--block_size={self.T}'
             )
-            if self.packing == 'sep':  # line starts, indexed once
-                self.bounds[split] = mlm.line_bounds(f.data(), mlm.newline_ids(base, f.path))
+            if self.packing == 'sep':  # line starts indexed once, where that is cheap
+                self.nl_ids = mlm.newline_ids(base, f.path)
+                small = f.n <= utils.SCAN_LIMIT  # else each sample finds its line (mlm.pack_at)
+                self.bounds[split] = mlm.line_bounds(f.data(), self.nl_ids) if small else None
         self.stats = mlm.MLMStats()
 
     @staticmethod
@@ -310,11 +313,15 @@ class MaskedLM(Source):
             )
         )
         T = self.T
-        if self.packing == 'sep':
+        f = self.files[split]
+        if self.packing == 'sep' and self.bounds[split] is None:
+            pos = torch.randint(f.n, (B,), generator=gen).numpy()
+            x, n_text = mlm.pack_at(f.data(), pos, T, self.sep_id, self.nl_ids)
+            f.check_ids(torch.where(x == self.sep_id, 0, x))
+        elif self.packing == 'sep':
             first = torch.randint(len(self.bounds[split]) - 1, (B,), generator=gen).numpy()
-            x, n_text = mlm.pack_lines(
-                self.files[split].data(), self.bounds[split], first, T, self.sep_id
-            )
+            x, n_text = mlm.pack_lines(f.data(), self.bounds[split], first, T, self.sep_id)
+            f.check_ids(torch.where(x == self.sep_id, 0, x))
         else:
             x = self.files[split].windows(B, T, gen)
             n_text = torch.full((B,), T)
@@ -397,6 +404,7 @@ class SFT(Source):
             tp, mp, _ = shards[s]
             starts = ix[rows].numpy()
             toks[rows] = gather_windows(np.memmap(tp, dtype=self.dtype, mode='r'), starts, T + 1)
+            utils.check_ids(toks[rows], self.vocab_size, tp, 're-run data/chat/prepare.py')
             if mp is None:  # no mask shard: every token supervised
                 masks[rows] = True
             else:
@@ -844,4 +852,5 @@ def make_source(cfg, seed):
     if objective not in OBJECTIVES:
         raise DataError(f"--objective={objective} is unknown; choose one of {sorted(OBJECTIVES)}")
     data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
-    return OBJECTIVES[objective](cfg, data_dir, seed)
+    with torch.device('cpu'):  # a source is host code: its rows and files live on the CPU
+        return OBJECTIVES[objective](cfg, data_dir, seed)

@@ -107,9 +107,9 @@ def check_shard(tok_path, mask_path, tokens, mask):
             f"{mask_path} has {len(mask)} entries but {tok_path} has {len(tokens)} "
             f"tokens: the shards are out of step; re-run data/chat/prepare.py"
         )
-    if len(mask) and int(mask.max()) > 1:
+    if len(mask) and int(utils.head(mask).max()) > 1:  # start-up reads the head (SCAN_LIMIT)
         raise DataError(f"{mask_path} holds values other than 0/1: re-run data/chat/prepare.py")
-    return float(mask.mean()) if len(mask) else 0.0
+    return float(utils.head(mask).mean()) if len(mask) else 0.0
 
 
 def check_split(data_dir, split, dtype, vocab_size, need_mask=True, n_tokens=None):
@@ -134,12 +134,10 @@ def check_split(data_dir, split, dtype, vocab_size, need_mask=True, n_tokens=Non
             unmasked.append(os.path.basename(mask_path))
         else:
             check_shard(tok_path, mask_path, tokens, mask)
-            n_sup, n_tok = n_sup + int(mask.sum(dtype=np.int64)), n_tok + len(mask)
-        if len(tokens) and int(tokens.max()) >= vocab_size:
-            raise DataError(
-                f"{tok_path} holds token id {int(tokens.max())} >= vocab_size "
-                f"{vocab_size} of meta.pkl: {fix}"
-            )
+            m = utils.head(mask)  # start-up reads each shard's head only (utils.SCAN_LIMIT)
+            n_sup, n_tok = n_sup + int(m.sum(dtype=np.int64)), n_tok + len(m)
+        if len(tokens):  # batches check every window (batches.SFT.windows)
+            utils.check_ids(torch.tensor(int(utils.head(tokens).max())), vocab_size, tok_path, fix)
         out.append((tokens, mask, (tok_path, mask_path)))
     if unmasked:
         warnings.warn(

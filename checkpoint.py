@@ -101,7 +101,8 @@ def build(ckpt, **overrides):
             f"{ckpt['path']}: unknown model settings {sorted(unknown)}: written by a "
             f"newer nanomask?"
         )
-    model = GPT(GPTConfig(**args))
+    with torch.device('cpu'):  # on the host, as the weights were loaded; .to(device) moves it
+        model = GPT(GPTConfig(**args))
     state = {k.removeprefix('_orig_mod.'): v for k, v in ckpt['model'].items()}
     # nanoGPT without flash attention kept its causal mask as a buffer: not a weight
     state = {

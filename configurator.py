@@ -15,6 +15,8 @@ import os
 import sys
 import traceback
 
+import torch
+
 from utils import DataError
 
 
@@ -111,6 +113,27 @@ def load_config(defaults, argv):
             config[key] = _check(key, value, defaults, f"flag '{arg}'")
             explicit.add(key)
     return config, explicit
+
+
+def check_device_keys(cfg):
+    """cfg['device'] and cfg['dtype'] (train.py, sample.py): a ConfigError naming the flag unless
+    the device exists on this machine and the dtype is one of utils.DTYPES or 'auto'."""
+
+    def bad(key, why):
+        raise ConfigError(f"--{key}={cfg[key]}: {why}")
+
+    if cfg['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
+        bad('dtype', "choose auto, float32, bfloat16 or float16")
+    if cfg['device'] == 'auto':
+        return
+    try:
+        dev = torch.device(cfg['device'])
+    except RuntimeError:
+        bad('device', "not a device; use auto, cpu, cuda or cuda:<index>")
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        bad('device', "CUDA is not available on this machine; use --device=cpu (or auto)")
+    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+        bad('device', f"this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def run_cli(main):

@@ -253,7 +253,7 @@ def path_accuracy(model, rows, meta, order='confidence', steps=0, device='cpu', 
     a, L = meta['answer_start'], meta['answer_len']
     pad = (meta.get('special_tokens') or {}).get('PAD')  # path-star rows: never attended to
     gen = torch.Generator().manual_seed(0)
-    rows = torch.as_tensor(rows, dtype=torch.long)
+    rows = torch.as_tensor(rows, dtype=torch.long, device='cpu')  # host rows, decoded in chunks
     preds, when = [], []
     for chunk in rows.split(batch_size):
         canvas = chunk.clone()
@@ -288,7 +288,7 @@ def single_position_accuracy(model, rows, meta, device='cpu'):
     base, mask_id, _ = vocab_ids(meta)
     a, L = meta['answer_start'], meta['answer_len']
     pad = (meta.get('special_tokens') or {}).get('PAD')  # path-star rows: never attended to
-    rows = torch.as_tensor(rows, dtype=torch.long).to(device)
+    rows = torch.as_tensor(rows, dtype=torch.long, device=device)
     attn = (rows != pad) if pad is not None else None
     acc = []
     for j in range(L):

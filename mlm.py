@@ -57,6 +57,34 @@ def pack_lines(data, bounds, first, T, sep_id):
     return x, n_text
 
 
+def pack_at(data, pos, T, sep_id, nl_ids):
+    """pack_lines without a line index, for files too large to index at start-up (each rank
+    would scan them; utils.SCAN_LIMIT): sample b starts at the first line start at or after
+    pos[b] (int64 (B,), uniform token positions) within its next T tokens, else at pos[b] itself
+    (inside an overlong line: truncated, as pack_lines does), and packs whole lines from there.
+    A line is then drawn with probability proportional to the length of the line before it,
+    where pack_lines draws line starts uniformly. Returns x (B, T) int64, n_text (B,) int64."""
+    n = len(data)
+    # w[:, j] = data[pos - 1 + j], j = 0 .. 2T: a newline at j starts a line at pos + j
+    idx = pos[:, None] - 1 + np.arange(2 * T + 1)
+    w = data[np.clip(idx, 0, n - 1)]
+    is_nl = np.isin(w, nl_ids) & (idx >= 0) & (idx < n)
+    is_nl[pos == 0, 0] = True  # data[0] starts a line
+    j0 = np.argmax(is_nl[:, : T + 1], axis=1)  # the first line start within T tokens
+    s = pos + j0
+    found = is_nl[np.arange(len(pos)), j0] & (s < n)
+    s, j0 = np.where(found, s, pos), np.where(found, j0, 0)
+    # line ends in data[s : s + T - 1]: after a newline at s + k (k <= T - 2), or the data's end
+    k = np.arange(T - 1)
+    nl_in = np.take_along_axis(is_nl, j0[:, None] + 1 + k, axis=1) & (s[:, None] + k < n)
+    ends = np.where(nl_in, k + 1, 0).max(1)
+    ends = np.where(n - s <= T - 1, n - s, ends)  # the data's end is a line end too
+    n_text = np.where(ends > 0, ends, np.minimum(T - 1, n - s))
+    rows = torch.from_numpy(data[np.minimum(s[:, None] + np.arange(T), n - 1)].astype(np.int64))
+    n_text = torch.from_numpy(n_text.astype(np.int64))
+    return torch.where(torch.arange(T) < n_text[:, None], rows, sep_id), n_text
+
+
 def corrupt(x, n_text, ratio, base_vocab, mask_id, gen, mask_frac=0.8, random_frac=0.1):
     """BERT corruption of the text prefix x[b, :n_text[b]], each position selected with
     probability ratio[b]; of the selected, mask_frac -> [MASK], random_frac -> a random base
@@ -113,7 +141,7 @@ class MLMStats:
         if self.last is None:
             return {}
         sel = self.kind[1:].sum().clamp(min=1).item()
-        q = torch.tensor([0.1, 0.5, 0.9])
+        q = torch.tensor([0.1, 0.5, 0.9], device=self.last.device)
         snap, cum = self.last.quantile(q).tolist(), torch.cat(self.ratios).quantile(q).tolist()
         return {
             'mask%': 100 * self.kind[1].item() / sel,

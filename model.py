@@ -17,6 +17,7 @@ With `n_future = k > 1`, extra heads predict t+2 ... t+k; their targets and mask
 head-1 ones shifted left (see `future_targets`), so no head is supervised beyond its row.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -28,7 +29,6 @@ try:  # FlexAttention: the CUDA fast path for key-masked batches (no backward on
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 except ImportError:  # pragma: no cover - older torch
     BlockMask = create_block_mask = flex_attention = None
-_compiled_flex = None
 
 
 @dataclass
@@ -167,16 +167,27 @@ def build_block_mask(attention_mask, causal):
         keep = attention_mask[b, kv_idx] | (q_idx == kv_idx)
         return keep & (kv_idx <= q_idx) if causal else keep
 
-    return create_block_mask(mask_mod, B, None, T, T, device=attention_mask.device)
+    cuda = attention_mask.device.type == 'cuda'  # compiled mask building: no (B, T, T) tensor
+    return create_block_mask(mask_mod, B, None, T, T, device=attention_mask.device, _compile=cuda)
+
+
+@functools.cache
+def compiled_flex():
+    """flex_attention compiled once, for models that are not themselves compiled. Flex is fast
+    only compiled (eager flex materialises the B*H*T*T scores). dynamic=None: the first new batch
+    size or length recompiles with dynamic shapes, so evaluation batches of other sizes do not
+    each recompile up to the recompile limit (then falling back to eager)."""
+    return torch.compile(flex_attention)
 
 
 def _flex(q, k, v, block_mask):
-    global _compiled_flex
     if q.device.type != 'cuda':  # eager flex: correct but slow, used by CPU tests only
         return flex_attention(q, k, v, block_mask=block_mask)
-    if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=block_mask)
+    if torch.compiler.is_compiling():  # inside the model's torch.compile: fused with the rest
+        return flex_attention(q, k, v, block_mask=block_mask)
+    # a torch.compile made while the model is being compiled would be ignored: so compile only
+    # here, outside any compiled region
+    return compiled_flex()(q, k, v, block_mask=block_mask)
 
 
 def future_targets(targets, weights, n_future):
@@ -259,6 +270,11 @@ class GPT(nn.Module):
             self.transformer.wte.weight = self.lm_head.weight
         if config.linear_init not in LINEAR_INITS:
             raise ValueError(f"linear_init={config.linear_init!r}: choose one of {LINEAR_INITS}")
+        # the heads' loss weights as a buffer: on the model's device, not copied there per forward
+        hw = config.future_head_weights
+        hw = torch.ones(config.n_future) if hw is None else torch.as_tensor(hw, dtype=torch.float)
+        assert hw.numel() == config.n_future, f"future_head_weights needs {config.n_future} values"
+        self.register_buffer('loss_head_weights', hw / hw.sum(), persistent=False)
         self.apply(self._init_weights)
         if config.linear_init == 'gpt2':  # GPT-2 scaled init of residual projections
             for pn, p in self.named_parameters():
@@ -362,15 +378,7 @@ class GPT(nn.Module):
             loss_norm = weights.detach()
         # with zero supervised weight head_sums is exactly 0 (and so is its gradient)
         head_losses = head_sums / loss_norm.clamp(min=1e-8)
-        return logits, (head_losses * self.head_weights(head_losses)).sum()
-
-    def head_weights(self, like):
-        """Normalised weights of the heads' losses (uniform unless config.future_head_weights)."""
-        k = self.config.n_future
-        hw = self.config.future_head_weights
-        hw = torch.ones(k) if hw is None else torch.as_tensor(hw, dtype=torch.float32)
-        assert hw.numel() == k, f"future_head_weights needs {k} values, got {hw.numel()}"
-        return (hw / hw.sum()).to(like.device)
+        return logits, (head_losses * self.loss_head_weights).sum()
 
     def crop_block_size(self, block_size):
         assert block_size <= self.config.block_size
@@ -410,12 +418,18 @@ class GPT(nn.Module):
         extra = dict(fused=True) if device_type == 'cuda' else dict()
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
-    def estimate_mfu(self, tokens_per_iter, dt, peak_flops=989e12):
-        """Model flops utilization; default peak = H100 bf16 dense (A100: 312e12)."""
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward) at sequence length T (default
+        block_size): 6N for the weights plus attention's 12 L H Q T (PaLM appendix B)."""
         N, cfg = self.get_num_params(), self.config
-        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
-        flops_per_token = 6 * N + 12 * L * H * Q * T
-        return flops_per_token * tokens_per_iter / dt / peak_flops
+        L, H, Q = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head
+        return 6 * N + 12 * L * H * Q * (T or cfg.block_size)
+
+    def estimate_mfu(self, tokens_per_device, dt, peak_flops=989e12):
+        """Model FLOPs utilisation of ONE device: tokens_per_device = the tokens this device
+        processed in dt seconds (a DDP step's tokens divided by the world size). Default peak =
+        H100 bf16 dense (A100: 312e12)."""
+        return self.flops_per_token() * tokens_per_device / dt / peak_flops
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, stop_token=None):

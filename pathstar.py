@@ -281,6 +281,7 @@ def written_meta(args, train, val):
         prepare=shlex.join(['python', 'pathstar.py', *cli_flags(args)]),
         dtype=np.dtype(token_dtype(N + 6)).name,
         split_tokens={'train': int(train.size), 'val': int(val.size)},
+        split_max_token={'train': int(train.max()), 'val': int(val.max())},
     )
 
 
@@ -358,7 +359,7 @@ def evaluate_paths(
     parallel (teacherless): one pass over the prefix + answer_len-1 '$' tokens; position
     answer_start-1+i predicts answer token i. Returns dict(exact_match, per_position, n), and
     for greedy tf_per_position: accuracy of each answer token given the true earlier ones."""
-    rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+    rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))  # host rows
     a = meta['answer_start'] if answer_start is None else answer_start
     L = meta['answer_len'] if answer_len is None else answer_len
     was_training = model.training
@@ -420,7 +421,7 @@ def path_report(model, rows_by_split, meta, how, n, device='cpu'):
     model.eval()
     out = {}
     for split, rows in rows_by_split.items():
-        rows = torch.as_tensor(np.asarray(path_rows(rows, meta)[:n]), dtype=torch.long)
+        rows = torch.from_numpy(np.asarray(path_rows(rows, meta)[:n], dtype=np.int64))
         if 'answer_start' not in meta or len(rows) == 0:
             continue
         if how == 'diffusion':
@@ -438,7 +439,7 @@ def path_report(model, rows_by_split, meta, how, n, device='cpu'):
             r = evaluate_paths(model, rows, meta, how, device=device)
         out[split] = r
     if meta.get('format') == 'inweights' and 'train' in rows_by_split:
-        rows = torch.as_tensor(np.asarray(rows_by_split['train']), dtype=torch.long)
+        rows = torch.from_numpy(np.asarray(rows_by_split['train'], dtype=np.int64))
         edge = meta['special_tokens']['EDGE']
         a, _ = meta['answer_by_first_token'][edge]
         out['edge_acc'] = evaluate_paths(

@@ -21,9 +21,9 @@ import torch
 import diffusion
 from chat import sample_chat
 from checkpoint import check_kind, load_model
-from configurator import ConfigError, exit_if_help, load_config, run_cli
+from configurator import ConfigError, check_device_keys, exit_if_help, load_config, run_cli
 from mtp import speculative_generate
-from utils import DataError, text_codec
+from utils import DataError, autocast, resolve_device, resolve_dtype, text_codec
 
 DEFAULTS = dict(
     out_dir='out',
@@ -35,7 +35,8 @@ DEFAULTS = dict(
     temperature=0.8,
     top_k=200,
     seed=1337,
-    device='cpu',
+    device='auto',
+    dtype='auto',
     bpe_dir='',
     speculative=False,  # greedy self-speculative decoding with the extra heads of an n_future > 1 model
     **diffusion.SAMPLE_DEFAULTS,
@@ -51,7 +52,8 @@ HELP = dict(
     temperature='sampling temperature (0: greedy)',
     top_k='sample among the top_k most likely tokens (next_token, chat)',
     seed='torch seed of the sampling',
-    device="'cpu', 'cuda', 'cuda:1', ...",
+    device="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...",
+    dtype="'auto' (bfloat16 on CUDA when supported), 'float32', 'bfloat16', 'float16'",
     bpe_dir='folder with vocab.bpe + encoder.json for GPT-2 BPE offline',
     speculative='greedy self-speculative decoding with the extra heads (n_future > 1)',
 )
@@ -112,15 +114,15 @@ def sample_diffusion(cfg, model, ckpt):
     if L > model.config.block_size:
         raise ConfigError(f"--length={L} exceeds the model's block_size {model.config.block_size}")
     ids = encode_prompt(encode, prompt_text(cfg), cfg)[:L]
-    canvas = torch.full((cfg['num_samples'], L), mask_id, dtype=torch.long)
-    canvas[:, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    canvas = torch.full((cfg['num_samples'], L), mask_id, dtype=torch.long, device=cfg['device'])
+    canvas[:, : len(ids)] = torch.tensor(ids, dtype=torch.long, device=cfg['device'])
     remasker = None
     if cfg['remask'] == 'learned':
         remasker = diffusion.load_remasker(cfg['remasker_ckpt'], meta, cfg['device'])
     try:
         out, info = diffusion.diffusion_sample(
             model,
-            canvas.to(cfg['device']),
+            canvas,
             cfg['steps'],
             mask_id,
             base,
@@ -194,6 +196,7 @@ def check_config(cfg):
     def bad(key, why):
         raise ConfigError(f"--{key}={cfg[key]}: {why}")
 
+    check_device_keys(cfg)
     if cfg['num_samples'] < 1:
         bad('num_samples', "must be >= 1")
     if cfg['max_new_tokens'] < 0:
@@ -228,9 +231,13 @@ def main(argv=None):
             f"--mode={cfg['mode']} is unknown; this sample.py knows: {', '.join(MODES)}"
         )
     torch.manual_seed(cfg['seed'])
+    cfg['device'] = resolve_device(cfg['device'])
+    device_type = torch.device(cfg['device']).type
+    cfg['dtype'] = resolve_dtype(cfg['dtype'], device_type)
     path = cfg['ckpt'] or os.path.join(cfg['out_dir'], 'ckpt.pt')
     model, ckpt = load_model(path, cfg['device'], flag='--ckpt' if cfg['ckpt'] else '--out_dir')
-    return MODES[cfg['mode']](cfg, model, ckpt)
+    with autocast(device_type, cfg['dtype']):  # bf16 on CUDA, as in training
+        return MODES[cfg['mode']](cfg, model, ckpt)
 
 
 if __name__ == '__main__':

@@ -18,7 +18,8 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.distributed as dist
@@ -26,9 +27,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import batches
 import checkpoint
-from configurator import ConfigError, exit_if_help, load_config, run_cli
+from configurator import ConfigError, check_device_keys, exit_if_help, load_config, run_cli
 from model import ARCH_KEYS, GPT, INIT_KEYS, LINEAR_INITS, RUN_KEYS, GPTConfig, supervised_weights
-from utils import atomic_write, mix_seed, seeded, to_device
+from utils import (
+    atomic_write,
+    autocast,
+    mix_seed,
+    pin_memory,
+    resolve_device,
+    resolve_dtype,
+    seeded,
+)
 
 DEFAULTS = dict(
     # I/O
@@ -214,17 +223,18 @@ def estimate_loss(model, source, cfg, ctx, device):
         gen = seeded(cfg['seed'], 'eval', split)
         sums = weights = 0.0
         for _ in range(cfg['eval_iters']):
-            b = to_device(source.get_batch(split, cfg['batch_size'], gen), device)
+            b = source.batch_on(device, split, cfg['batch_size'], gen)
             with ctx:
                 s, w, _ = model.loss_terms(b['x'], b['y'], **forward_kwargs(b))
             sums, weights = sums + s.float(), weights + w
         head_losses = sums / weights.clamp(min=1e-8)
-        out[split] = (head_losses * model.head_weights(head_losses)).sum().item()  # as trained
+        out[split] = (head_losses * model.loss_head_weights).sum().item()  # as trained
         head = head_losses.tolist()
         if len(head) > 1:
             out.update({f'{split}_head{i + 1}': v for i, v in enumerate(head)})
     if hasattr(source, 'evaluate'):  # objective metrics (path accuracy, ...), in eval mode
-        out.update(source.evaluate(model, device))
+        with ctx:  # bf16 on CUDA, as the losses
+            out.update(source.evaluate(model, device))
     model.train()
     return out
 
@@ -285,7 +295,9 @@ def build_model(cfg, explicit, source, ckpt=None):
     run = {k: cfg[k] for k in RUN_KEYS}
     if cfg['init_from'] == 'scratch':
         arch = {k: cfg[k] for k in ARCH_KEYS + INIT_KEYS if k in cfg}
-        return GPT(GPTConfig(**arch, **run, vocab_size=source.vocab_size, causal=source.causal))
+        config = GPTConfig(**arch, **run, vocab_size=source.vocab_size, causal=source.causal)
+        with torch.device('cpu'):  # drawn on the host: a seed gives the same weights anywhere
+            return GPT(config)
     if ckpt is None:
         ckpt = read_init_checkpoint(cfg, explicit)
     path, saved = ckpt['path'], ckpt['model_args']
@@ -318,16 +330,62 @@ def build_model(cfg, explicit, source, ckpt=None):
     return model
 
 
-def draw_batches(source, cfg, iter_num, first, n, device):
-    """Micro-batches first .. first+n-1 of step iter_num. Micro-batch g is drawn from a
-    generator seeded by (seed, iter, g), g global over ranks: a resumed run, or a DDP run with
-    the same global batch, draws exactly the same data."""
+def host_batches(source, cfg, iter_num, first, n, pin=False):
+    """[(host batch, stats)] of micro-batches first .. first+n-1 of step iter_num. Micro-batch g
+    is drawn from a generator seeded by (seed, iter, g), g global over ranks: a resumed run, or a
+    DDP run with the same global batch, draws exactly the same data. pin: page-locked (CUDA), so
+    the copies to the device do not block the host."""
     out = []
     for g in range(first, first + n):
-        b = source.get_batch('train', cfg['batch_size'], seeded(cfg['seed'], iter_num, g))
-        source.observe()
-        out.append(to_device(b, device))
+        b, stats = source.draw('train', cfg['batch_size'], seeded(cfg['seed'], iter_num, g))
+        out.append(({k: pin_memory(v) for k, v in b.items()} if pin else b, stats))
     return out
+
+
+def device_batches(source, host, device):
+    """The micro-batches of host_batches on device (the source's device stage, e.g. the drafts
+    of a frozen denoiser), their stats observed as training batches."""
+    micro = []
+    for b, stats in host:
+        b, more = source.device_batch(b, device)
+        source.observe({**stats, **more})
+        micro.append(b)
+    return micro
+
+
+def draw_batches(source, cfg, iter_num, first, n, device):
+    """The micro-batches of step iter_num on device, built now (bench/throughput.py); train.py
+    builds them a step ahead (Prefetcher)."""
+    return device_batches(source, host_batches(source, cfg, iter_num, first, n), device)
+
+
+class Prefetcher:
+    """Builds the host batches of step n+1 in a background thread while the device runs step n
+    (batch building then never waits on, nor delays, the GPU). A step's batches depend only on
+    (seed, iter, micro-batch index) (host_batches) and host_batch changes no state, so they are
+    bit for bit those of draw_batches, and resume stays exact (tests/test_prefetch.py)."""
+
+    def __init__(self, source, cfg, first, n, pin):
+        self.args = (source, cfg)
+        self.first, self.n, self.pin, self.max_iters = first, n, pin, cfg['max_iters']
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix='batches')
+        self.ahead = {}  # iter -> Future of its host batches
+
+    def host(self, iter_num):
+        """[(host batch, stats)] of step iter_num; starts building step iter_num + 1."""
+        fut = self.ahead.pop(iter_num, None) or self.submit(iter_num)
+        for other in self.ahead.values():  # built for another step (the loop only goes on by 1)
+            other.cancel()
+        self.ahead.clear()
+        if iter_num + 1 < self.max_iters:
+            self.ahead[iter_num + 1] = self.submit(iter_num + 1)
+        return fut.result()  # an error while building (bad data) is raised here
+
+    def submit(self, iter_num):
+        return self.pool.submit(host_batches, *self.args, iter_num, self.first, self.n, self.pin)
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------ one optimisation step
@@ -369,8 +427,7 @@ def train_step(model, optimizer, scaler, micro, cfg, ctx, dropout_seeds, ddp=Fal
 # ------------------------------------------------------------------------ the run
 def setup_distributed(cfg):
     """(ddp, rank, world, local_rank); sets cfg['device'] ('auto' -> cuda if available)."""
-    if cfg['device'] == 'auto':
-        cfg['device'] = 'cuda' if torch.cuda.is_available() else 'cpu'
+    cfg['device'] = resolve_device(cfg['device'])
     if int(os.environ.get('RANK', -1)) == -1:
         return False, 0, 1, 0
     rank, local_rank, world = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
@@ -388,17 +445,8 @@ def setup_distributed(cfg):
 
 def autocast_context(cfg, device_type):
     """The forward's autocast context; resolves dtype 'auto' (bf16 on CUDA when supported)."""
-    if cfg['dtype'] == 'auto':
-        cfg['dtype'] = (
-            'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-        )
-    if device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[
-        cfg['dtype']
-    ]
-    return nullcontext() if device_type == 'cpu' else torch.autocast(device_type, dtype=ptdtype)
+    cfg['dtype'] = resolve_dtype(cfg['dtype'], device_type)
+    return autocast(device_type, cfg['dtype'])
 
 
 def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state):
@@ -462,21 +510,11 @@ def check_config(cfg):
             bad(key, "AdamW's betas must be in [0, 1)")
     if cfg['grad_clip'] < 0:
         bad('grad_clip', "must be >= 0 (0 = no clipping, only the norm is measured)")
-    if cfg['dtype'] not in ('auto', 'float32', 'bfloat16', 'float16'):
-        bad('dtype', "choose auto, float32, bfloat16 or float16")
     if cfg['linear_init'] not in LINEAR_INITS:
         bad('linear_init', f"choose one of {', '.join(LINEAR_INITS)}")
     if cfg['attn_impl'] not in ('auto', 'sdpa', 'flex'):
         bad('attn_impl', "choose auto, sdpa or flex")
-    if cfg['device'] != 'auto':
-        try:
-            dev = torch.device(cfg['device'])
-        except RuntimeError:
-            bad('device', "not a device; use auto, cpu, cuda or cuda:<index>")
-        if dev.type == 'cuda' and not torch.cuda.is_available():
-            bad('device', "CUDA is not available on this machine; use --device=cpu (or auto)")
-        if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
-            bad('device', f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    check_device_keys(cfg)
     hw = cfg['future_head_weights']
     if hw is not None and (
         not isinstance(hw, (list, tuple))
@@ -554,7 +592,7 @@ class RunGuard:
 
     def __init__(self):
         self.signum, self.previous, self.metrics, self.wandb = 0, {}, None, None
-        self.verbose = True
+        self.verbose, self.control, self.prefetcher = True, None, None
 
     def catch_signals(self, verbose):
         if threading.current_thread() is not threading.main_thread():
@@ -574,16 +612,22 @@ class RunGuard:
                 f"(send it again to stop at once, without saving)\n".encode(),
             )
 
-    def stop_signal(self, ddp, device):
+    def stop_signal(self, ddp):
         """The signal to stop on (0: go on). Under DDP every rank must stop after the same
-        step (the next step's collectives would hang): the ranks agree on the largest."""
+        step (the next step's collectives would hang): the ranks agree on the largest, over a
+        CPU (gloo) group, so asking costs a host round trip but never waits for the GPU."""
         if not ddp:
             return self.signum
-        t = torch.tensor(self.signum, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+        if self.control is None:  # made once, by every rank (a collective call)
+            gloo = dist.get_backend() == 'gloo'
+            self.control = dist.group.WORLD if gloo else dist.new_group(backend='gloo')
+        t = torch.tensor(self.signum, device='cpu')
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
+        return int(t)
 
     def close(self, exit_code):
+        if self.prefetcher is not None:
+            self.prefetcher.close()
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.previous = {}
@@ -695,28 +739,30 @@ def run(argv, guard):
         guard.catch_signals(verbose=master)
 
     history = {'train': [], 'eval': []}
-    t_start, it_start, t0 = time.time(), iter_num, time.time()
+    first = rank * accum  # this rank's micro-batches of a step: global indices
+    prefetch = guard.prefetcher = Prefetcher(source, cfg, first, accum, device_type == 'cuda')
+    timer, t_start, it_start = StepTimer(), time.time(), iter_num
     while True:
         lr = get_lr(iter_num, cfg)
         for group in optimizer.param_groups:
             group['lr'] = lr
         last = iter_num >= cfg['max_iters']
         if (iter_num % cfg['eval_interval'] == 0 or last or cfg['eval_only']) and master:
-            losses = evaluate_and_save(
-                raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state
-            )
+            with timer.paused():  # not a training step's time (ms/it, MFU)
+                losses = evaluate_and_save(
+                    raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state
+                )
             history['eval'].append({'iter': iter_num, **losses})
         if last or cfg['eval_only']:
             break  # exactly max_iters optimisation steps, evaluated (and saved) after the last
 
-        first = rank * accum  # this rank's micro-batches of the step: global indices
-        micro = draw_batches(source, cfg, iter_num, first, accum, device)
+        # built during the previous step; the device stage (copies, drafts) is queued here
+        micro = device_batches(source, prefetch.host(iter_num), device)
         seeds = [mix_seed(cfg['seed'], iter_num, g, 'dropout') for g in range(first, first + accum)]
         loss, grad_norm = train_step(model, optimizer, scaler, micro, cfg, ctx, seeds, ddp, world)
+        timer.steps += 1
 
-        t1 = time.time()
-        dt, t0 = t1 - t0, t1
-        if iter_num % cfg['log_interval'] == 0:
+        if iter_num % cfg['log_interval'] == 0:  # the only host syncs of a step: .item()
             if ddp:  # the true step loss: every rank's share of the global mean
                 dist.all_reduce(loss)
                 loss /= world
@@ -731,13 +777,15 @@ def run(argv, guard):
             rate = done / max(time.time() - t_start, 1e-9)
             eta = (cfg['max_iters'] - iter_num - 1) / max(rate, 1e-9)
             gnorm = grad_norm.item()
+            dt, warm = timer.lap()  # seconds per step since the last log line (synced by .item())
             msg = (
                 f"iter {iter_num}/{cfg['max_iters']}: loss {lossf:.4f}, grad_norm {gnorm:.4f}, "
                 f"lr {lr:.2e}, "
                 f"{dt * 1000:.1f}ms/it, {rate:.2f} it/s, ETA {eta / 60:.1f} min"
             )
-            if device_type == 'cuda':
-                msg += f", mfu {100 * raw_model.estimate_mfu(tokens_per_iter, dt):.1f}%"
+            mfu = step_mfu(raw_model, tokens_per_iter / world, dt, device) if warm else None
+            if mfu is not None:  # per device; not over the first steps (compilation)
+                msg += f", mfu {100 * mfu:.1f}%"
             diag = source.diagnostics()
             if master:
                 print(msg + ''.join(f", {k} {v:.4g}" for k, v in diag.items()))
@@ -756,7 +804,7 @@ def run(argv, guard):
                     state['metrics'].write({**row, 'lr': lr, 'dt_ms': dt * 1000, **diag})
             history['train'].append({'iter': iter_num, 'loss': lossf, 'grad_norm': gnorm})
         iter_num += 1
-        signum = guard.stop_signal(ddp, device)
+        signum = guard.stop_signal(ddp)
         if signum:
             save_and_exit(
                 raw_model, optimizer, source, cfg, iter_num, state, signum, master, ddp, world
@@ -765,6 +813,46 @@ def run(argv, guard):
         dist.barrier()
         dist.destroy_process_group()
     return history
+
+
+class StepTimer:
+    """Seconds per training step between log lines, without evaluation (paused()) and without
+    the run's first window (compilation, warm-up: lap() says it is not warm). On CUDA steps run
+    asynchronously: the .item() of a log line waits for them, so a window's time is right."""
+
+    def __init__(self):
+        self.t0, self.steps, self.skipped, self.laps = time.perf_counter(), 0, 0.0, 0
+
+    @contextmanager
+    def paused(self):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.skipped += time.perf_counter() - t
+
+    def lap(self):
+        """(seconds per step of the window just ended, warm: not the run's first window)."""
+        now = time.perf_counter()
+        dt = (now - self.t0 - self.skipped) / max(self.steps, 1)
+        self.t0, self.steps, self.skipped, self.laps = now, 0, 0.0, self.laps + 1
+        return dt, self.laps > 1
+
+
+# bf16 dense peak FLOP/s of one device (datasheets), by a substring of its CUDA name
+PEAK_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12, 'A10G': 125e12}
+
+
+def step_mfu(model, tokens_per_device, dt, device):
+    """Model FLOPs utilisation of this process's device (None: its peak is unknown, e.g. a CPU).
+    tokens_per_device: a step's tokens over all ranks divided by the world size (each device
+    does its share of the step; all the tokens against one device's peak would read 8x high on
+    8 GPUs)."""
+    if torch.device(device).type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return None if peak is None else model.estimate_mfu(tokens_per_device, dt, peak)
 
 
 def start_wandb(cfg, tag):

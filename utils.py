@@ -1,6 +1,7 @@
 """Small helpers shared by the scripts: atomic writes, dataset metadata, seeds, the GPT-2
 tokenizer. Imports nothing from the project (the bottom of the import order)."""
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -130,11 +131,51 @@ def load_meta(data_dir, required=True):
 
 
 # --- batches and token files -----------------------------------------------------------------------------
+def pin_memory(t):
+    """t in page-locked host memory, contiguous: what a non-blocking copy to a GPU needs (a view
+    such as rows[:, :-1] would be copied to a staging buffer first, blocking the host)."""
+    return t if t.is_pinned() else t.contiguous().pin_memory()
+
+
 def to_device(batch, device):
     """A batch dict's tensors to device (pinned, non_blocking on CUDA)."""
     if torch.device(device).type == 'cuda':
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+        return {k: pin_memory(v).to(device, non_blocking=True) for k, v in batch.items()}
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def resolve_device(device):
+    """'auto' -> 'cuda' when a GPU is there, else 'cpu'; anything else as given."""
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return device
+
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def resolve_dtype(dtype, device_type):
+    """'auto' -> 'bfloat16' on a CUDA device that supports it, else 'float32'."""
+    if dtype != 'auto':
+        return dtype
+    bf16 = device_type == 'cuda' and torch.cuda.is_bf16_supported()
+    return 'bfloat16' if bf16 else 'float32'
+
+
+def autocast(device_type, dtype):
+    """The forward's autocast context (none on the CPU, where float32 is what runs fast); TF32
+    matmuls on CUDA."""
+    if device_type != 'cuda':
+        return contextlib.nullcontext()
+    allow_tf32()
+    return torch.autocast(device_type, dtype=DTYPES[dtype])
+
+
+def allow_tf32():
+    """TF32 for float32 matmuls and convolutions on CUDA (what nanoGPT sets; the allow_tf32
+    flags it used are deprecated in this torch)."""
+    torch.backends.cuda.matmul.fp32_precision = 'tf32'
+    torch.backends.cudnn.conv.fp32_precision = 'tf32'
 
 
 def gather_windows(data, starts, length):
@@ -201,11 +242,35 @@ def token_count(path, dtype, expected=None, fix="re-run the dataset's prepare sc
     return nbytes // np.dtype(dtype).itemsize
 
 
+# Start-up reads at most this many tokens of a file (~30 ms): every rank opens the data, and a
+# web-scale train.bin (10^10 tokens) must not be scanned by each of them. What only a whole scan
+# could tell is recorded by the writer in meta.pkl (meta['split_max_token']) or checked per batch
+# (check_ids: every window read is checked, for the price of a max over B x T ids).
+SCAN_LIMIT = 1 << 24
+
+
+def head(data):
+    """The part of a token array a start-up check reads (SCAN_LIMIT elements at most)."""
+    return np.asarray(data[:SCAN_LIMIT])
+
+
+def check_ids(ids, vocab_size, path, fix):
+    """ids (any shape, int) < vocab_size, else DataError naming the file: an id past the
+    embedding table would otherwise be a device-side assert on a GPU."""
+    top = int(ids.max()) if ids.numel() else -1
+    if top >= vocab_size:
+        raise DataError(
+            f"{path} holds token id {top} >= vocab_size {vocab_size} from meta.pkl: the data "
+            f"and meta.pkl disagree; {fix}"
+        )
+
+
 class TokenFile:
-    """One split's token file `<data_dir>/<split>.bin`, checked once at load: present, its size
-    agreeing with meta['dtype'] and meta['split_tokens'] (utils.token_count), ids < vocab_size,
-    at least `min_tokens` long. .data() re-opens the memmap (per batch, as nanoGPT does: a
-    long-lived memmap leaks memory)."""
+    """One split's token file `<data_dir>/<split>.bin`, checked once at load without reading it
+    all (SCAN_LIMIT): present, its size agreeing with meta['dtype'] and meta['split_tokens']
+    (utils.token_count), ids < vocab_size (meta['split_max_token'] when the writer recorded it,
+    else the file's head; every window is checked as it is read), at least `min_tokens` long.
+    .data() re-opens the memmap (per batch, as nanoGPT does: a long-lived memmap leaks memory)."""
 
     def __init__(self, data_dir, split, meta, min_tokens=1, what='tokens'):
         self.path = os.path.join(data_dir, f'{split}.bin')
@@ -218,19 +283,16 @@ class TokenFile:
         self.n = token_count(self.path, self.dtype, expected, fix)
         data = self.data()
         if expected is None and self.dtype == np.uint16 and self.n >= 32:
-            head = np.asarray(data[: 1 << 20])  # no count to check against: the wider-file sign
-            if not head[1::2].any() and head[::2].any():
+            first = np.asarray(data[: 1 << 20])  # no count to check against: the wider-file sign
+            if not first[1::2].any() and first[::2].any():
                 raise DataError(
                     f"{self.path}: every second uint16 is 0, as in a file of wider tokens "
                     f"(uint32/int64) read as uint16 (meta.pkl records no 'split_tokens' to "
                     f"check against): {fix}"
                 )
-        top = int(data.max())
-        if top >= self.vocab_size:
-            raise DataError(
-                f"{self.path} holds token id {top} >= vocab_size {self.vocab_size} "
-                f"from meta.pkl: the data and meta.pkl disagree; {fix}"
-            )
+        recorded = (meta.get('split_max_token') or {}).get(split)
+        top = recorded if recorded is not None else (int(head(data).max()) if self.n else -1)
+        self.check_ids(torch.tensor(top))
         if self.n < min_tokens:
             raise DataError(
                 f"{self.path} has {self.n} tokens, too few for {what}: lower "
@@ -240,10 +302,15 @@ class TokenFile:
     def data(self):
         return np.memmap(self.path, dtype=self.dtype, mode='r')
 
+    def check_ids(self, ids):
+        check_ids(torch.as_tensor(ids), self.vocab_size, self.path, self.fix)
+
     def windows(self, batch_size, length, gen):
         """(B, length) int64 windows at uniform random starts."""
         ix = torch.randint(self.n - length + 1, (batch_size,), generator=gen).numpy()
-        return gather_windows(self.data(), ix, length)
+        w = gather_windows(self.data(), ix, length)
+        self.check_ids(w)
+        return w
 
     def rows(self, row_len):
         """The whole file as (n, row_len) int64 rows (row datasets are small)."""
@@ -252,7 +319,9 @@ class TokenFile:
                 f"{self.path} holds {self.n} tokens, not a multiple of row_len "
                 f"{row_len} from meta.pkl: {self.fix}"
             )
-        return torch.from_numpy(np.asarray(self.data()).astype(np.int64).reshape(-1, row_len))
+        rows = torch.from_numpy(np.asarray(self.data()).astype(np.int64).reshape(-1, row_len))
+        self.check_ids(rows)  # in memory anyway: all of it
+        return rows
 
 
 # Older names of meta keys -> the one name each idea has now (datasets and checkpoints written

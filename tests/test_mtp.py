@@ -74,8 +74,8 @@ def test_loss_averages_heads_each_normalised_by_its_own_count():
     sums, weights, _ = model.loss_terms(x, y)
     _, loss = model(x, y)
     assert loss.item() == pytest.approx((sums / weights).mean().item(), rel=1e-6)
-    model.config.future_head_weights = [3.0, 1.0]
-    _, weighted = model(x, y)
+    weighted_model = model_k(2, future_head_weights=[3.0, 1.0])  # same seed: same weights
+    _, weighted = weighted_model(x, y)
     assert weighted.item() == pytest.approx(
         (0.75 * sums[0] / weights[0] + 0.25 * sums[1] / weights[1]).item(), rel=1e-6
     )

@@ -41,6 +41,8 @@ def main(argv=None):
         'eot_token': enc.eot_token,
         'objective': 'next_token',  # what the data is: train.py picks the objective from it
         'split_tokens': {'train': len(train), 'val': len(val)},  # utils.TokenFile checks sizes
+        # the largest id per split: start-up need not scan the files (utils.TokenFile)
+        'split_max_token': {'train': int(train.max()), 'val': int(val.max())},
         'prepare': script_command('data/shakespeare/prepare.py', p, args),
     }
     write_dataset_dir(args.out_dir, {'train.bin': train, 'val.bin': val, 'meta.pkl': meta})

@@ -56,6 +56,8 @@ def main(argv=None):
         'dtype': 'uint16',
         'objective': 'next_token',  # what the data is: train.py picks the objective from it
         'split_tokens': {'train': n, 'val': len(ids) - n},  # utils.TokenFile checks the sizes
+        # the largest id per split: start-up need not scan the files (utils.TokenFile)
+        'split_max_token': {'train': int(ids[:n].max()), 'val': int(ids[n:].max())},
         'prepare': script_command('data/shakespeare_char/prepare.py', p, args),
     }
     write_dataset_dir(args.out_dir, {'train.bin': ids[:n], 'val.bin': ids[n:], 'meta.pkl': meta})
