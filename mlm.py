@@ -120,17 +120,19 @@ class MLMStats:
 
     def __init__(self, cap=200_000):
         self.kind = torch.zeros(4, dtype=torch.long)  # tokens per kind 0..3
-        self.tokens = self.samples = self.len_sum = 0
-        self.len_min, self.len_max = float('inf'), 0
+        self.tokens = self.samples = 0
+        # tensors, not Python numbers: reading a value back is left to summary() (log lines)
+        self.len_sum, self.len_min, self.len_max = 0, None, None
         self.ratios, self.last, self.cap = [], None, cap
 
     def update(self, kind, valid_len, n_text):
         self.kind += torch.bincount(kind.flatten().long(), minlength=4)
         self.tokens += kind.numel()
         self.samples += len(valid_len)
-        self.len_sum += int(valid_len.sum())
-        self.len_min = min(self.len_min, int(valid_len.min()))
-        self.len_max = max(self.len_max, int(valid_len.max()))
+        self.len_sum = self.len_sum + valid_len.sum()
+        lo, hi = valid_len.min(), valid_len.max()
+        self.len_min = lo if self.len_min is None else torch.minimum(self.len_min, lo)
+        self.len_max = hi if self.len_max is None else torch.maximum(self.len_max, hi)
         # realised per-sample mask ratio: selected / corruptible tokens, (B,)
         self.last = (kind > 0).sum(1) / n_text.clamp(min=1)
         self.ratios.append(self.last)
@@ -147,9 +149,9 @@ class MLMStats:
             'mask%': 100 * self.kind[1].item() / sel,
             'rand%': 100 * self.kind[2].item() / sel,
             'keep%': 100 * self.kind[3].item() / sel,
-            'len_mean': self.len_sum / self.samples,
-            'len_min': self.len_min,
-            'len_max': self.len_max,
+            'len_mean': float(self.len_sum) / self.samples,
+            'len_min': int(self.len_min),
+            'len_max': int(self.len_max),
             'sup_per_tok': sel / self.tokens,
             'ratio_p10': snap[0],
             'ratio_p50': snap[1],

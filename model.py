@@ -167,8 +167,9 @@ def build_block_mask(attention_mask, causal):
         keep = attention_mask[b, kv_idx] | (q_idx == kv_idx)
         return keep & (kv_idx <= q_idx) if causal else keep
 
-    cuda = attention_mask.device.type == 'cuda'  # compiled mask building: no (B, T, T) tensor
-    return create_block_mask(mask_mod, B, None, T, T, device=attention_mask.device, _compile=cuda)
+    # compiled mask building (no (B, T, T) tensor), unless this is traced by an outer compile
+    fast = attention_mask.device.type == 'cuda' and not torch.compiler.is_compiling()
+    return create_block_mask(mask_mod, B, None, T, T, device=attention_mask.device, _compile=fast)
 
 
 @functools.cache

@@ -801,7 +801,8 @@ def run(argv, guard):
                     )
                 if state.get('metrics'):
                     row = {'kind': 'train', 'iter': iter_num, 'loss': lossf, 'grad_norm': gnorm}
-                    state['metrics'].write({**row, 'lr': lr, 'dt_ms': dt * 1000, **diag})
+                    row.update(lr=lr, dt_ms=dt * 1000, **({'mfu': mfu} if mfu else {}))
+                    state['metrics'].write({**row, **diag})
             history['train'].append({'iter': iter_num, 'loss': lossf, 'grad_norm': gnorm})
         iter_num += 1
         signum = guard.stop_signal(ddp)

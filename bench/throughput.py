@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import batches  # noqa: E402
 import train  # noqa: E402
 from configurator import load_config  # noqa: E402
+from utils import resolve_device  # noqa: E402
 
 
 def make_step(cfg, explicit=None):
@@ -30,11 +31,7 @@ def make_step(cfg, explicit=None):
     if explicit is not None:
         for line in batches.resolve_data(cfg, explicit):
             print(line)
-    device = cfg['device'] = (
-        'cuda'
-        if cfg['device'] == 'auto' and torch.cuda.is_available()
-        else ('cpu' if cfg['device'] == 'auto' else cfg['device'])
-    )
+    device = cfg['device'] = resolve_device(cfg['device'])
     device_type = 'cuda' if 'cuda' in device else 'cpu'
     source = batches.make_source(cfg, seed=cfg['seed'])
     torch.manual_seed(cfg['seed'])
