@@ -9,6 +9,7 @@ value must have the default's type (an int is accepted for a float; None default
 anything). Mistakes are errors that name the argument and the closest valid keys.
 """
 
+import argparse
 import ast
 import difflib
 import os
@@ -111,6 +112,19 @@ def load_config(defaults, argv):
             config[key] = _check(key, value, defaults, f"flag '{arg}'")
             explicit.add(key)
     return config, explicit
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the scripts that use it: a bad flag is a ConfigError (one line under
+    run_cli) instead of argparse's usage text and exit status 2."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def flag_keys(argv):
+    """The keys that --key=value flags of argv set (config files' keys are not among them)."""
+    return {a[2:].split('=', 1)[0] for a in argv if a.startswith('--') and '=' in a}
 
 
 def run_cli(main):
