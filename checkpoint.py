@@ -101,7 +101,9 @@ def load(path, flag='--ckpt'):
     if not os.path.isfile(path):
         raise DataError(f"{flag}={path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle given as checkpoint: the error says it
+            warnings.filterwarnings('ignore', 'Detected pickle protocol', UserWarning)
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
         unsafe = refused_global(e)
         if unsafe:
