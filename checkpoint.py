@@ -108,10 +108,10 @@ def load(path, flag='--ckpt'):
         unsafe = refused_global(e)
         if unsafe:
             raise DataError(
-                f"{flag}={path} was not loaded: it contains {unsafe}, which no checkpoint "
-                f"holds (a pickle that names a class or function can run code when loaded; "
-                f"checkpoints are read with torch.load(weights_only=True): tensors and plain "
-                f"data only); ask its author for a plain one"
+                f"{flag}={path} was not loaded: it contains {unsafe}, which nanomask and "
+                f"nanoGPT checkpoints never hold (a pickle that names a class or function can "
+                f"run code when loaded; checkpoints are read as tensors and plain data only: "
+                f"torch.load(weights_only=True)); ask its author for a plain one"
             ) from None
         raise DataError(
             f"{flag}={path}: not a readable checkpoint ({type(e).__name__}); it may "
@@ -297,7 +297,9 @@ def lock_out_dir(out_dir):
     path = os.path.join(out_dir, LOCK_NAME)
     try:
         os.makedirs(out_dir, exist_ok=True)
-        f = open(path, 'a+', encoding='utf-8')  # 'a+': a failed attempt must not erase the holder
+        # not truncated (a failed attempt must not erase the holder), never through a symlink
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        f = os.fdopen(fd, 'r+', encoding='utf-8')
     except OSError as e:
         raise write_error(path, e, 'no run was started') from None
     try:

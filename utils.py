@@ -31,6 +31,7 @@ _WRITE_CAUSES = {  # errno -> what it means for the user, and the fix
     errno.EPERM: 'no permission to write there: fix the permissions or write elsewhere',
     errno.ENOTDIR: 'a part of the path is a file, not a folder',
     errno.EEXIST: 'a file is in the way of its folder',
+    errno.ELOOP: 'it is a symbolic link, which is not followed: remove it',
 }
 
 
@@ -46,11 +47,9 @@ def atomic_write(path, write_fn):
     nothing) under the final name, and no temp file. A failed write (OSError) is a WriteError
     naming the file and the cause."""
     d = os.path.dirname(os.path.abspath(path))
-    kept = (
-        f"the previous {os.path.basename(path)} is unchanged"
-        if os.path.exists(path)
-        else ("nothing was written under that name")
-    )
+    kept = f"the previous {os.path.basename(path)} is unchanged"
+    if not os.path.exists(path):
+        kept = "nothing was written under that name"
     tmp = None
     try:
         os.makedirs(d, exist_ok=True)

@@ -400,6 +400,13 @@ def test_out_dir_lock_is_exclusive_names_its_holder_and_is_released_on_close(tmp
     assert f"is in use by another run (pid {os.getpid()} on host " in str(e.value)
     held.close()
     checkpoint.lock_out_dir(str(tmp_path / 'o')).close()
+    victim = tmp_path / 'victim'  # a planted symlink is not followed (the holder truncates it)
+    victim.write_text('keep me')
+    os.makedirs(tmp_path / 'p')
+    os.symlink(victim, tmp_path / 'p' / 'train.lock')
+    with pytest.raises(utils.WriteError, match=r'train\.lock: .* symbolic link, which is not'):
+        checkpoint.lock_out_dir(str(tmp_path / 'p'))
+    assert victim.read_text() == 'keep me'
 
 
 def test_a_second_run_fails_at_once_and_a_sigkilled_holder_does_not_block(
