@@ -13,7 +13,6 @@ one end-of-turn token, appended to the tokenizer's vocabulary. For the role bein
 learns to stop), 0 on the tag; every other token (system/user text, tags) is 0.
 """
 
-import argparse
 import os
 import sys
 import warnings
@@ -23,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 import utils
-from configurator import ConfigError, run_cli
+from configurator import ArgumentParser, ConfigError, run_cli
 from utils import DataError, load_meta, token_dtype
 
 ROLES = ('system', 'user', 'assistant')
@@ -285,7 +284,7 @@ def show(data_dir, split='val', n=2, plain=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='show a chat dataset with its loss mask highlighted')
+    p = ArgumentParser(description='show a chat dataset with its loss mask highlighted')
     p.add_argument('--dataset', required=True, help='a folder written by data/chat/prepare.py')
     p.add_argument('--split', default='val')
     p.add_argument('--n', type=int, default=2)

@@ -9,18 +9,34 @@ the dataset named in their config (data/<dataset>/meta.pkl, as nanoGPT's sample.
 
 What a checkpoint IS is checked here too, for every flag that names one: its kind (objective,
 causal or not: check_kind, check_init) and its vocabulary (check_vocab).
+
+Loading never runs code: torch.load(weights_only=True) rebuilds tensors and plain containers
+only, which is all that this project's and nanoGPT's checkpoints hold (no extra safe globals);
+a file that names any other class or function is refused before anything is called.
+A run's out_dir has one writer at a time (lock_out_dir).
 """
 
+import fcntl
 import os
 import pickle
 import re
+import socket
+import time
+import warnings
 import zipfile
 
 import torch
 
 from configurator import ConfigError
 from model import GPT, GPTConfig
-from utils import DataError, atomic_write, load_meta, normalise_meta, vocab_mismatch
+from utils import (
+    DataError,
+    atomic_write,
+    load_meta,
+    normalise_meta,
+    vocab_mismatch,
+    write_error,
+)
 
 
 def resolve(path):
@@ -28,8 +44,10 @@ def resolve(path):
     return os.path.join(path, 'ckpt.pt') if os.path.isdir(path) else path
 
 
-def save(path, model, optimizer, cfg, meta, iter_num, best_val_loss):
-    """Atomically (temp file + rename), readable by collaborators (mode 0644)."""
+def save(path, model, optimizer, cfg, meta, iter_num, best_val_loss, scaler=None):
+    """Atomically (temp file + rename), readable by collaborators (mode 0644). scaler: the
+    float16 GradScaler, whose loss scale a resumed run continues from. A failed write (full
+    disk, ...) is a utils.WriteError naming the file; the previous checkpoint stays."""
     ckpt = {
         'model': model.state_dict(),
         'optimizer': optimizer.state_dict(),
@@ -40,13 +58,40 @@ def save(path, model, optimizer, cfg, meta, iter_num, best_val_loss):
         'meta': meta,
         'objective': cfg['objective'],
         'torch_rng': torch.get_rng_state(),
+        'scaler': scaler.state_dict() if scaler is not None else {},  # {}: disabled
     }
 
     def write(tmp):
-        torch.save(ckpt, tmp)
+        with open(tmp, 'wb') as f:
+            out = KeepWriteError(f)
+            try:
+                torch.save(ckpt, out)
+            except RuntimeError:
+                if out.error is not None:
+                    raise out.error from None
+                raise
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
 
     atomic_write(path, write)
+
+
+class KeepWriteError:
+    """The file torch.save writes through. torch swallows the OSError of a failed write (a full
+    disk) and raises an opaque RuntimeError ('enforce fail at inline_container.cc') instead;
+    this keeps the OSError, whose errno says what happened."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self):
+        self.f.flush()
 
 
 def load(path, flag='--ckpt'):
@@ -56,8 +101,18 @@ def load(path, flag='--ckpt'):
     if not os.path.isfile(path):
         raise DataError(f"{flag}={path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        with warnings.catch_warnings():  # a plain pickle given as checkpoint: the error says it
+            warnings.filterwarnings('ignore', 'Detected pickle protocol', UserWarning)
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        unsafe = refused_global(e)
+        if unsafe:
+            raise DataError(
+                f"{flag}={path} was not loaded: it contains {unsafe}, which nanomask and "
+                f"nanoGPT checkpoints never hold (a pickle that names a class or function can "
+                f"run code when loaded; checkpoints are read as tensors and plain data only: "
+                f"torch.load(weights_only=True)); ask its author for a plain one"
+            ) from None
         raise DataError(
             f"{flag}={path}: not a readable checkpoint ({type(e).__name__}); it may "
             f"be truncated: use an earlier one or retrain"
@@ -69,6 +124,13 @@ def load(path, flag='--ckpt'):
     if ckpt['meta'] is None and 'objective' not in ckpt:  # nanoGPT
         ckpt['meta'] = nanogpt_meta(ckpt)
     return ckpt
+
+
+def refused_global(e):
+    """The class or function a weights_only torch.load refused (torch's message names it), or
+    None when the file is unreadable for another reason."""
+    m = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", str(e))
+    return m.group(1) if m else None
 
 
 def nanogpt_meta(ckpt):
@@ -217,3 +279,52 @@ def load_checked(path, flag, objectives, meta, against, device='cpu'):
     )
     check_vocab(ckpt, meta, against, exact=True, fix='train both on the same dataset')
     return build(ckpt).eval().to(device), ckpt
+
+
+# ------------------------------------------------------------------ one writer per out_dir
+LOCK_NAME = 'train.lock'
+
+
+def lock_out_dir(out_dir):
+    """Create the folder out_dir and lock it for this run: an exclusive flock on
+    out_dir/train.lock, held until the returned file is closed or the process ends. The kernel
+    releases a flock however its process ends (SIGKILL, a crash), so a killed run never blocks
+    the next one. The holder writes its pid, host and start time into the file; a second run
+    fails at once naming them (ConfigError)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(
+            f"--out_dir={out_dir} is a file, not a folder: pass a folder (it is created if missing)"
+        )
+    path = os.path.join(out_dir, LOCK_NAME)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        # not truncated (a failed attempt must not erase the holder), never through a symlink
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        f = os.fdopen(fd, 'r+', encoding='utf-8')
+    except OSError as e:
+        raise write_error(path, e, 'no run was started') from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = ' '.join(f.read().split()) or 'its pid not written yet'
+        f.close()
+        raise ConfigError(
+            f"--out_dir={out_dir} is in use by another run ({holder}; it holds {path}): wait "
+            f"for it to end or stop it, or pass another --out_dir"
+        ) from None
+    except OSError as e:  # a file system without locks (some network mounts): run unguarded
+        warnings.warn(
+            f"{path}: cannot be locked ({e.strerror}): nothing stops a second run from "
+            f"writing to {out_dir} at the same time"
+        )
+    try:
+        f.seek(0)
+        f.truncate()
+        host, started = socket.gethostname(), time.strftime('%Y-%m-%d %H:%M:%S')
+        f.write(f"pid {os.getpid()} on host {host}, started {started}\n")
+        f.flush()
+    except OSError as e:
+        f.close()
+        raise write_error(path, e, 'no run was started') from None
+    return f

@@ -9,6 +9,7 @@ value must have the default's type (an int is accepted for a float; None default
 anything). Mistakes are errors that name the argument and the closest valid keys.
 """
 
+import argparse
 import ast
 import difflib
 import os
@@ -136,16 +137,32 @@ def check_device_keys(cfg):
         bad('device', f"this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the scripts that use it: a bad flag is a ConfigError (one line under
+    run_cli) instead of argparse's usage text and exit status 2."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def flag_keys(argv):
+    """The keys that --key=value flags of argv set (config files' keys are not among them)."""
+    return {a[2:].split('=', 1)[0] for a in argv if a.startswith('--') and '=' in a}
+
+
 def run_cli(main):
     """Run a script's main(); bad input (DataError, ConfigError) exits with its message and
-    status 1 instead of a traceback, Ctrl-C (KeyboardInterrupt) with status 130."""
+    status 1 instead of a traceback, Ctrl-C (KeyboardInterrupt) with status 130. A main that
+    returns an int returns an exit status (bench/gpu_check.py: 1 if a check failed)."""
     try:
-        main()
+        code = main()
     except (ConfigError, DataError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         raise SystemExit(130) from None
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        raise SystemExit(code)
 
 
 HELP_FLAGS = ('-h', '--help')

@@ -29,7 +29,7 @@ import torch
 
 import diffusion
 from checkpoint import load_model
-from configurator import run_cli
+from configurator import ArgumentParser, run_cli
 from utils import DataError, TokenFile, load_meta, remake_hint, token_dtype, write_dataset_dir
 
 
@@ -534,7 +534,7 @@ def evaluate_checkpoint(path, num_eval=1000, device='cpu', verbose=True):
 
 
 def arg_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--mode', choices=['incontext', 'inweights'], default='incontext')
     p.add_argument('--d', type=int, default=2)
     p.add_argument('--l', type=int, default=5)

@@ -27,7 +27,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import batches
 import checkpoint
-from configurator import ConfigError, check_device_keys, exit_if_help, load_config, run_cli
+from configurator import (
+    ConfigError,
+    check_device_keys,
+    exit_if_help,
+    flag_keys,
+    load_config,
+    run_cli,
+)
 from model import ARCH_KEYS, GPT, INIT_KEYS, LINEAR_INITS, RUN_KEYS, GPTConfig, supervised_weights
 from utils import (
     atomic_write,
@@ -37,6 +44,7 @@ from utils import (
     resolve_device,
     resolve_dtype,
     seeded,
+    write_error,
 )
 
 DEFAULTS = dict(
@@ -180,16 +188,21 @@ USAGE = """usage: python train.py [config.py ...] [--key=value ...]   (torchrun 
 Config files (plain assignments) and --key=value flags, in order, override the defaults below."""
 
 
-def help_groups():
-    """HELP's groups, then OBJECTIVE_HELP's keys grouped by the objectives that read them."""
+def objective_readers():
+    """{objective key: [the objectives that read it]} (batch sources' `defaults`)."""
     readers = {}
     for name, cls in batches.OBJECTIVES.items():
         for klass in reversed(cls.__mro__):
             for k in getattr(klass, 'defaults', {}):
                 if name not in readers.setdefault(k, []):
                     readers[k].append(name)
+    return readers
+
+
+def help_groups():
+    """HELP's groups, then OBJECTIVE_HELP's keys grouped by the objectives that read them."""
     groups = {}
-    for k, names in readers.items():
+    for k, names in objective_readers().items():
         title = ('objective ' if len(names) == 1 else 'objectives ') + ', '.join(names)
         groups.setdefault(title, {})[k] = OBJECTIVE_HELP.get(k, '')
     return list(HELP.items()) + list(groups.items())
@@ -449,6 +462,12 @@ def autocast_context(cfg, device_type):
     return autocast(device_type, cfg['dtype'])
 
 
+def save_checkpoint(path, raw_model, optimizer, source, cfg, iter_num, state):
+    """checkpoint.save with the run's state: best val loss and the float16 GradScaler."""
+    best, scaler = state['best_val_loss'], state.get('scaler')
+    checkpoint.save(path, raw_model, optimizer, cfg, source.meta, iter_num, best, scaler)
+
+
 def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, it_start, state):
     """Evaluate, log, and save out_dir/ckpt.pt (not at the step a run starts from)."""
     losses = estimate_loss(raw_model, source, cfg, ctx, device)
@@ -473,9 +492,7 @@ def evaluate_and_save(raw_model, optimizer, source, cfg, ctx, device, iter_num, 
     if iter_num > it_start and (
         losses['val'] <= state['best_val_loss'] or cfg['always_save_checkpoint']
     ):
-        checkpoint.save(
-            ckpt_path, raw_model, optimizer, cfg, source.meta, iter_num, state['best_val_loss']
-        )
+        save_checkpoint(ckpt_path, raw_model, optimizer, source, cfg, iter_num, state)
         print(f"saved checkpoint to {ckpt_path}")
         tag = getattr(source, 'run_tag', '')
         if tag:  # a named copy per evaluation; ckpt.pt stays the one to resume from
@@ -560,6 +577,20 @@ def check_config(cfg):
         )
 
 
+def check_objective_flags(cfg, flags):
+    """A command-line flag (`flags`: its keys) of an objective key that this run's objective
+    does not read would be silently ignored: a ConfigError naming the objectives that read it.
+    Config files are not checked: a file may set keys of several objectives (a shared base)."""
+    readers = objective_readers()
+    for key in sorted(flags & set(readers) - batches.OBJECTIVES[cfg['objective']].keys()):
+        names = readers[key]
+        who = names[0] if len(names) == 1 else ', '.join(names[:-1]) + ' or ' + names[-1]
+        raise ConfigError(
+            f"--{key}={cfg[key]}: only --objective={who} reads it (--objective="
+            f"{cfg['objective']} would ignore it); drop the flag"
+        )
+
+
 class Metrics:
     """out_dir/metrics.jsonl: one JSON object per log line (kind 'train') and per evaluation
     (kind 'eval'), each appended and flushed at once: a killed run keeps every row written. A
@@ -568,19 +599,28 @@ class Metrics:
 
     def __init__(self, out_dir):
         self.path = os.path.join(out_dir, 'metrics.jsonl')
-        self.f = open(self.path, 'a', encoding='utf-8')
-        if self.f.tell():  # a row cut by a kill must not swallow the next one
-            with open(self.path, 'rb') as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b'\n':
-                    self.f.write('\n')
+        try:
+            self.f = open(self.path, 'a', encoding='utf-8')
+            if self.f.tell():  # a row cut by a kill must not swallow the next one
+                with open(self.path, 'rb') as f:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b'\n':
+                        self.f.write('\n')
+        except OSError as e:
+            raise write_error(self.path, e, 'its earlier rows are unchanged') from None
 
     def write(self, row):
-        self.f.write(json.dumps({**row, 'time': round(time.time(), 3)}) + '\n')
-        self.f.flush()
+        try:
+            self.f.write(json.dumps({**row, 'time': round(time.time(), 3)}) + '\n')
+            self.f.flush()
+        except OSError as e:  # a full disk: the rows before this one are whole
+            raise write_error(self.path, e, 'its earlier rows are unchanged') from None
 
     def close(self):
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:  # what a failed write left buffered: already reported
+            pass
 
 
 class RunGuard:
@@ -592,6 +632,7 @@ class RunGuard:
 
     def __init__(self):
         self.signum, self.previous, self.metrics, self.wandb = 0, {}, None, None
+        self.lock = None  # out_dir's lock file (checkpoint.lock_out_dir), released last
         self.verbose, self.control, self.prefetcher = True, None, None
 
     def catch_signals(self, verbose):
@@ -635,6 +676,9 @@ class RunGuard:
             self.metrics.close()
         if self.wandb is not None:
             self.wandb.finish(exit_code=exit_code)
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+            self.lock = None
 
 
 def save_and_exit(raw_model, optimizer, source, cfg, iter_num, state, signum, master, ddp, world):
@@ -650,9 +694,7 @@ def save_and_exit(raw_model, optimizer, source, cfg, iter_num, state, signum, ma
     launcher = f'torchrun --standalone --nproc_per_node={world}' if ddp else 'python'
     if master:
         ckpt_path = os.path.join(cfg['out_dir'], 'ckpt.pt')
-        checkpoint.save(
-            ckpt_path, raw_model, optimizer, cfg, source.meta, iter_num, state['best_val_loss']
-        )
+        save_checkpoint(ckpt_path, raw_model, optimizer, source, cfg, iter_num, state)
         print(
             f"{name}: stopped before iter {iter_num}, saved checkpoint to {ckpt_path}; "
             f"resume with:\n{launcher} train.py --init_from=resume "
@@ -695,6 +737,7 @@ def run(argv, guard):
         if int(os.environ.get('RANK', 0)) == 0:
             print(line)
     check_config(cfg)
+    check_objective_flags(cfg, flag_keys(argv))
     ddp, rank, world, local_rank = setup_distributed(cfg)
     master, accum, device = rank == 0, cfg['gradient_accumulation_steps'] // world, cfg['device']
     device_type = 'cuda' if 'cuda' in device else 'cpu'
@@ -703,7 +746,8 @@ def run(argv, guard):
     ctx = autocast_context(cfg, device_type)
     tokens_per_iter = cfg['gradient_accumulation_steps'] * cfg['batch_size'] * cfg['block_size']
     if master:
-        os.makedirs(cfg['out_dir'], exist_ok=True)
+        if not cfg['eval_only']:  # one writer per out_dir; eval_only writes nothing
+            guard.lock = checkpoint.lock_out_dir(cfg['out_dir'])
         print(
             f"tokens per iteration: {tokens_per_iter:,} | objective {cfg['objective']} | "
             f"dataset {cfg['dataset']} | device {device} {cfg['dtype']}"
@@ -722,9 +766,11 @@ def run(argv, guard):
     optimizer = raw_model.configure_optimizers(
         cfg['weight_decay'], cfg['learning_rate'], (cfg['beta1'], cfg['beta2']), device_type
     )
-    iter_num, state = 0, {'best_val_loss': 1e9}
+    iter_num, state = 0, {'best_val_loss': 1e9, 'scaler': scaler}
     if ckpt is not None and cfg['init_from'] == 'resume':
         optimizer.load_state_dict(ckpt['optimizer'])
+        if ckpt.get('scaler'):  # float16: the loss scale goes on (ignored by a disabled scaler)
+            scaler.load_state_dict(ckpt['scaler'])
         iter_num, state['best_val_loss'] = ckpt['iter_num'], ckpt['best_val_loss']
         torch.set_rng_state(ckpt['torch_rng'])
     ckpt = None  # free it

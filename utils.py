@@ -2,7 +2,9 @@
 tokenizer. Imports nothing from the project (the bottom of the import order)."""
 
 import contextlib
+import errno
 import hashlib
+import io
 import os
 import pickle
 import shlex
@@ -17,55 +19,152 @@ class DataError(ValueError):
     """Bad input on disk; the message names the file and the fix."""
 
 
+class WriteError(DataError):
+    """A file could not be written (full disk, read-only file system, no permission): the
+    message names the file and the cause; what was there before is unchanged."""
+
+
+_WRITE_CAUSES = {  # errno -> what it means for the user, and the fix
+    errno.ENOSPC: 'the disk is full: free space there or write elsewhere',
+    errno.EDQUOT: 'the disk quota is exceeded: free space there or write elsewhere',
+    errno.EROFS: 'a read-only file system: write elsewhere',
+    errno.EACCES: 'no permission to write there: fix the permissions or write elsewhere',
+    errno.EPERM: 'no permission to write there: fix the permissions or write elsewhere',
+    errno.ENOTDIR: 'a part of the path is a file, not a folder',
+    errno.EEXIST: 'a file is in the way of its folder',
+    errno.ELOOP: 'it is a symbolic link, which is not followed: remove it',
+}
+
+
+def write_error(path, e, kept):
+    """The WriteError of OSError `e` while writing `path`; kept: what is left as it was."""
+    cause = _WRITE_CAUSES.get(e.errno, 'check the disk and the path')
+    return WriteError(f"could not write {path}: {e.strerror or e} ({cause}); {kept}")
+
+
 def atomic_write(path, write_fn):
-    """write_fn(tmp_path) writes the file; it then replaces `path` in one rename, so a crash
-    mid-write leaves the previous file (or nothing) under the final name."""
+    """write_fn(tmp_path) writes the file; it is flushed to disk (a full disk may only show
+    there) and replaces `path` in one rename, so a crash mid-write leaves the previous file (or
+    nothing) under the final name, and no temp file. A failed write (OSError) is a WriteError
+    naming the file and the cause."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    os.close(fd)
+    kept = f"the previous {os.path.basename(path)} is unchanged"
+    if not os.path.exists(path):
+        kept = "nothing was written under that name"
+    tmp = None
     try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+        os.close(fd)
         write_fn(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        raise write_error(path, e, kept) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 
-def write_array(path, arr):
-    atomic_write(path, lambda tmp: arr.tofile(tmp))
-
-
-def write_pickle(path, obj):
-    def write(tmp):
-        with open(tmp, 'wb') as f:
-            pickle.dump(obj, f)
-
-    atomic_write(path, write)
-
-
 def write_dataset_dir(final_dir, files):
-    """Write a dataset's files (name -> ndarray, or any object to pickle) into final_dir.
-    All are written to a hidden temp folder first and only then renamed into place, meta.pkl
-    last: an interrupted run leaves no partial file under a final name. Other files in
-    final_dir (e.g. prepare.py) are left alone."""
-    os.makedirs(final_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=final_dir, prefix='.partial.')
+    """Write a dataset's files (name -> ndarray, or plain data to pickle: meta.pkl) into
+    final_dir. All are written to a hidden temp folder first and only then renamed into place,
+    meta.pkl last: an interrupted or failed run (WriteError: full disk, ...) leaves no partial
+    file under a final name and the files already there unchanged. Other files in final_dir
+    (e.g. prepare.py) are left alone."""
+    tmp, name = None, ''
     try:
+        os.makedirs(final_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=final_dir, prefix='.partial.')
         for name, obj in files.items():
             p = os.path.join(tmp, name)
             os.makedirs(os.path.dirname(p), exist_ok=True)
-            if isinstance(obj, np.ndarray):
-                obj.tofile(p)
-            else:
-                with open(p, 'wb') as f:
-                    pickle.dump(obj, f)
+            data = np.ascontiguousarray(obj) if isinstance(obj, np.ndarray) else plain_pickle(obj)
+            with open(p, 'wb') as f:  # not ndarray.tofile: its error on a full disk has no errno
+                f.write(memoryview(data).cast('B'))
         for name in sorted(files, key=lambda n: n.endswith('meta.pkl')):
             dst = os.path.join(final_dir, name)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.replace(os.path.join(tmp, name), dst)
+    except OSError as e:
+        where = os.path.join(final_dir, name)
+        raise write_error(where, e, f"the files already in {final_dir} are unchanged") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- meta.pkl: plain data only -------------------------------------------------------------------
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle names a class or function (`name`): loading it could run code."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.name = name
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Reads plain data only: dict, list, tuple, set, str, bytes, int, float, bool, None, which
+    pickle protocol 4 (Python's default since 3.8; nanoGPT's meta.pkl) writes with opcodes of
+    their own. Every other object is rebuilt by
+    calling a class or function the pickle names (find_class), which is how a pickle runs code:
+    any name is refused, before anything is called."""
+
+    def find_class(self, module, name):
+        raise UnsafePickle(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise UnsafePickle(f"persistent id {pid!r}")
+
+
+def plain_pickle(obj):
+    """The pickle bytes of `obj`, which must be plain data (PlainUnpickler reads it back): a
+    writer never writes a meta.pkl that load_meta would refuse."""
+    data = pickle.dumps(obj, protocol=4)
+    try:
+        PlainUnpickler(io.BytesIO(data)).load()
+    except UnsafePickle as e:
+        raise TypeError(f"meta.pkl must hold plain data only; this one holds {e.name}") from None
+    return data
+
+
+def load_meta(where, required=True, flag=None):
+    """A dataset's meta.pkl (normalised: normalise_meta), or None if absent and not required.
+    where: the dataset folder, or a .pkl file (flag: the option that named it). Only plain data
+    is read (PlainUnpickler): a meta.pkl that names a class or function is refused unloaded."""
+    path = (
+        where
+        if os.path.isfile(where) or where.endswith('.pkl')
+        else os.path.join(where, 'meta.pkl')
+    )
+    shown = f"{flag}={path}" if flag else path
+    if not os.path.exists(path):
+        if required:
+            raise DataError(
+                f"{shown} not found: run the dataset's prepare.py (or pathstar.py) first"
+            )
+        return None
+    try:
+        with open(path, 'rb') as f:
+            meta = PlainUnpickler(f).load()
+    except UnsafePickle as e:
+        raise DataError(
+            f"{shown} was not loaded: it contains {e.name}, not plain data (a pickle that names "
+            f"a class or function can run code when loaded); re-make it with the dataset's "
+            f"prepare.py, or ask its author for one of plain dicts, lists, strings and numbers"
+        ) from None
+    except Exception as e:
+        raise DataError(
+            f"{shown} is corrupt ({type(e).__name__}: {e}); delete it and re-run the "
+            f"dataset's prepare.py"
+        ) from None
+    if not isinstance(meta, dict) or 'vocab_size' not in meta:
+        raise DataError(f"{shown} has no 'vocab_size'; re-run the dataset's prepare.py")
+    return normalise_meta(meta)
 
 
 def script_command(script, parser, args, skip=('out_dir',)):
@@ -107,27 +206,6 @@ def device_generator(gen, device):
 
 def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 65536 else np.uint32
-
-
-def load_meta(data_dir, required=True):
-    path = os.path.join(data_dir, 'meta.pkl')
-    if not os.path.exists(path):
-        if required:
-            raise DataError(
-                f"{path} not found: run the dataset's prepare.py (or pathstar.py) first"
-            )
-        return None
-    try:
-        with open(path, 'rb') as f:
-            meta = pickle.load(f)
-    except Exception as e:
-        raise DataError(
-            f"{path} is corrupt ({type(e).__name__}: {e}); delete it and re-run the "
-            f"dataset's prepare.py"
-        ) from None
-    if not isinstance(meta, dict) or 'vocab_size' not in meta:
-        raise DataError(f"{path} has no 'vocab_size'; re-run the dataset's prepare.py")
-    return normalise_meta(meta)
 
 
 # --- batches and token files -----------------------------------------------------------------------------

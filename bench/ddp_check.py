@@ -13,27 +13,40 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import train  # noqa: E402
+from configurator import load_config, run_cli  # noqa: E402
+from utils import DataError  # noqa: E402
 
 
 def run(cmd, out_dir):
+    """The logged losses of a train.py run; a failed run is a DataError naming its log."""
     env = dict(os.environ, OMP_NUM_THREADS='1', WANDB_MODE='disabled')
     p = subprocess.run(cmd + [f'--out_dir={out_dir}'], env=env, capture_output=True, text=True)
     if p.returncode:
-        sys.exit(p.stdout[-2000:] + p.stderr[-3000:])
+        os.makedirs(out_dir, exist_ok=True)
+        log = os.path.join(out_dir, 'train.log')
+        with open(log, 'w', encoding='utf-8') as f:
+            f.write(p.stdout + p.stderr)
+        raise DataError(f"a run failed (exit {p.returncode}): {' '.join(cmd[1:])}; see {log}")
     return [float(m) for m in re.findall(r'^iter \d+/\d+: loss ([-\d.]+)', p.stdout, re.M)]
 
 
-def main(argv):
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     args = argv + ['--gradient_accumulation_steps=2', '--log_interval=1', '--num_threads=1']
-    train = os.path.join(ROOT, 'train.py')
+    load_config(train.DEFAULTS, args)  # a bad flag is one line here, not two failed runs
+    script = os.path.join(ROOT, 'train.py')
     tmp = tempfile.mkdtemp(prefix='ddp_check_')
-    single = run([sys.executable, train] + args, os.path.join(tmp, 'single'))
+    single = run([sys.executable, script] + args, os.path.join(tmp, 'single'))
     ddp = run(
-        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', train]
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2']
+        + [script]
         + args,
         os.path.join(tmp, 'ddp'),
     )
-    assert len(single) == len(ddp) > 0, (len(single), len(ddp))
+    if not len(single) == len(ddp) > 0:
+        raise DataError(f"{len(single)} single-process and {len(ddp)} DDP loss lines in {tmp}")
     diff = max(abs(a - b) for a, b in zip(single, ddp))
     print(
         f"{len(ddp)} steps: single-process final loss {single[-1]:.6f}, DDP x2 {ddp[-1]:.6f}, "
@@ -43,4 +56,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    run_cli(main)

@@ -23,6 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import pathstar  # noqa: E402
+from configurator import ArgumentParser, ConfigError, run_cli  # noqa: E402
 
 CONFIG = 'config/diffusion_pathstar_d2_l5_gpt2init.py'  # the earlier recipe: the base row
 DATA = ['--mode=incontext', '--d=2', '--l=5', '--N=50']
@@ -102,7 +103,7 @@ def command(name, a, seed=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--rows', default=','.join(ROWS), help='comma-separated row names')
     p.add_argument('--jobs', type=int, default=2, help='trainings at once, one thread each')
     p.add_argument('--steps', type=int, default=16000)
@@ -117,7 +118,7 @@ def main(argv=None):
     names = a.rows.split(',')
     for n in names:
         if n not in ROWS:
-            sys.exit(f"error: --rows: unknown row {n!r}; rows: {', '.join(ROWS)}")
+            raise ConfigError(f"--rows: unknown row {n!r}; rows: {', '.join(ROWS)}")
     if a.list:
         for n in names:
             print(f"{n}: python {' '.join(command(n, a)[0])}")
@@ -174,4 +175,4 @@ def run(names, a):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import diffusion  # noqa: E402
-from checkpoint import load_model  # noqa: E402
-from configurator import load_config  # noqa: E402
+from checkpoint import check_kind, load_model  # noqa: E402
+from configurator import ConfigError, load_config, run_cli  # noqa: E402
 
 DEFAULTS = dict(
     denoiser='out-diffusion-unmasking/ckpt.pt',
@@ -82,12 +82,15 @@ def metrics(judge, x, vocab):
 def main(argv=None):
     cfg, _ = load_config(DEFAULTS, sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(cfg['num_threads'])
-    den, ck = load_model(cfg['denoiser'])
-    judge, jck = load_model(cfg['judge'])
-    assert jck['model_args']['causal'] and not ck['model_args']['causal']
+    den, ck = load_model(cfg['denoiser'], flag='--denoiser')
+    judge, jck = load_model(cfg['judge'], flag='--judge')
+    check_kind(ck, causal=False, fix='the denoiser is an unmasking or hybrid checkpoint')
+    check_kind(jck, causal=True, fix='the judge is a next-token checkpoint')
     base, mask_id, wrong_id = diffusion.vocab_ids(ck['meta'])
     remaskers = {}
     for item in filter(None, cfg['remaskers'].split(',')):
+        if ':' not in item:
+            raise ConfigError(f"--remaskers={cfg['remaskers']}: items are name:ckpt, got {item!r}")
         name, path = item.split(':', 1)
         remaskers[name] = diffusion.load_remasker(path, ck['meta'])
     N, L = cfg['num_samples'], cfg['length']
@@ -198,4 +201,4 @@ def plot(rows, path):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -408,4 +408,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    run_cli(lambda: sys.exit(main()))
+    run_cli(main)

@@ -20,6 +20,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train  # noqa: E402
+from configurator import load_config, run_cli  # noqa: E402
+from utils import DataError  # noqa: E402
 
 COMMON = [
     '--dataset=shakespeare_char',
@@ -63,7 +65,14 @@ def unigram_entropy(path):
     return float(-(p * np.log(p)).sum())
 
 
-def main(flags, tag=''):
+def main(argv=None):
+    """Both runs side by side (or, with --worker=<packing>, one of them: the subprocess)."""
+    args = sys.argv[1:] if argv is None else argv
+    tag = ''.join(a.split('=', 1)[1] for a in args if a.startswith('--tag='))
+    flags = [a for a in args if not a.startswith('--tag=')]
+    if flags and flags[0].startswith('--worker='):
+        return worker(flags[0].split('=', 1)[1], flags[1:], tag)
+    load_config(train.DEFAULTS, COMMON + flags)  # a bad flag is one line here, not two failed runs
     procs = {}
     for p in RUNS:
         os.makedirs(os.path.join(ROOT, f'out-mlm-{p}{tag}'), exist_ok=True)
@@ -78,7 +87,7 @@ def main(flags, tag=''):
         )
     for p, proc in procs.items():
         if proc.wait() != 0:
-            sys.exit(f"the {p} run failed: see out-mlm-{p}{tag}/log.txt")
+            raise DataError(f"the {p} run failed: see out-mlm-{p}{tag}/log.txt")
     hist = {
         p: json.load(open(os.path.join(ROOT, f'out-mlm-{p}{tag}', 'history.json'))) for p in RUNS
     }
@@ -131,10 +140,4 @@ def main(flags, tag=''):
 
 
 if __name__ == '__main__':
-    args = sys.argv[1:]
-    tag = ''.join(a.split('=', 1)[1] for a in args if a.startswith('--tag='))
-    args = [a for a in args if not a.startswith('--tag=')]
-    if args and args[0].startswith('--worker='):
-        worker(args[0].split('=', 1)[1], args[1:], tag)
-    else:
-        main(args, tag)
+    run_cli(main)

@@ -17,6 +17,8 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configurator import ArgumentParser, ConfigError, run_cli  # noqa: E402
 
 SHAPES = {  # batch, block, layers, width
     'small': dict(batch_size=12, block_size=64, n_layer=4, n_head=4, n_embd=128),
@@ -78,12 +80,17 @@ def run(dataset, flags, shape, steps, threads):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument('--shapes', default='small,medium')
     ap.add_argument('--steps', type=int, default=10)
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--only', default='', help='run only cases whose label contains this text')
     a = ap.parse_args(argv)
+    unknown = [s for s in a.shapes.split(',') if s not in SHAPES]
+    if unknown:
+        raise ConfigError(
+            f"--shapes={a.shapes}: unknown {unknown}; choose from {', '.join(SHAPES)}"
+        )
     print(
         '| objective | shape | ms/step | tokens/s | batch fn share | peak RSS MiB | x next-token |'
     )
@@ -117,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

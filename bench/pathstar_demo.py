@@ -26,8 +26,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import pathstar  # noqa: E402
-from configurator import load_config  # noqa: E402
+from configurator import ArgumentParser, ConfigError, load_config, run_cli  # noqa: E402
 from train import DEFAULTS  # noqa: E402
+from utils import DataError  # noqa: E402
 
 G25 = ['--d=2', '--l=5', '--N=50']
 # (label, config, pathstar.py flags, the known result, extra train.py flags, steps scale):
@@ -105,7 +106,7 @@ def estimate_minutes(runs, jobs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument('--max_iters', type=int, default=1500)
     p.add_argument('--jobs', type=int, default=2, help='trainings at once, one thread each')
     p.add_argument('--num_train', type=int, default=50_000)
@@ -115,7 +116,12 @@ def main(argv=None):
     a = p.parse_args(argv)
     os.chdir(ROOT)
     runs = []
-    chosen = RUNS if a.runs == 'all' else [RUNS[int(i)] for i in a.runs.split(',')]
+    try:
+        chosen = RUNS if a.runs == 'all' else [RUNS[int(i)] for i in a.runs.split(',')]
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"--runs={a.runs}: comma-separated indices 0..{len(RUNS) - 1} into RUNS, or 'all'"
+        ) from None
     for label, config, flags, expect, extra, scale in chosen:
         cfg, _ = load_config(DEFAULTS, [config] + extra)
         pathstar.ensure_dataset(  # (re)generated unless made with exactly these arguments
@@ -165,7 +171,7 @@ def main(argv=None):
                 running.remove(r)
                 walls[r[0]] = time.time() - r[2]
                 if r[1].returncode:
-                    sys.exit(f"{r[0]} failed (exit {r[1].returncode}): see {r[3]}")
+                    raise DataError(f"{r[0]} failed (exit {r[1].returncode}): see {r[3]}")
     print(
         f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; exact match on "
         f"{a.num_eval} held-out and {a.num_eval} train graphs; next-token runs decode greedily)\n"
@@ -196,4 +202,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

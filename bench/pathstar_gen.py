@@ -6,22 +6,22 @@ Path-star generation speed (target: >= 100k examples/s for G(2,5)), the pathstar
     python bench/pathstar_gen.py --d=2 --l=5 --n=1000000
 """
 
-import argparse
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pathstar  # noqa: E402
+from configurator import ArgumentParser, run_cli  # noqa: E402
 
 
-def main():
-    p = argparse.ArgumentParser()
+def main(argv=None):
+    p = ArgumentParser()
     p.add_argument('--d', type=int, nargs='*', default=[2, 5])
     p.add_argument('--l', type=int, default=5)
     p.add_argument('--N', type=int, default=50)
     p.add_argument('--n', type=int, default=200_000, help='train examples (val: n/20)')
-    a = p.parse_args()
+    a = p.parse_args(argv)
     for d in a.d:
         best = float('inf')
         for rep in range(3):
@@ -36,4 +36,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

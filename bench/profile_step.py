@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402
-from configurator import load_config  # noqa: E402
+from configurator import load_config, run_cli  # noqa: E402
 from throughput import make_step  # noqa: E402
 
 
@@ -35,4 +35,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from chat import check_split, prompt_ids, text_codec  # noqa: E402
 from checkpoint import load_model  # noqa: E402
-from utils import load_meta  # noqa: E402
+from configurator import ArgumentParser, run_cli  # noqa: E402
+from utils import DataError, load_meta  # noqa: E402
 
 ANSWER = re.compile(r'####\s*(-?[\d,]*\d(?:\.\d+)?)')
 
@@ -73,10 +74,8 @@ def answers(model, meta, rows, max_new_tokens):
     return stats, examples
 
 
-def main():
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def main(argv=None):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--ckpt', required=True)
     p.add_argument('--dataset', required=True, help='folder from data/chat/prepare.py --gsm8k')
     p.add_argument('--gsm8k', default='../shared/data/gsm8k')
@@ -84,12 +83,13 @@ def main():
     p.add_argument('--max_new_tokens', type=int, default=400)
     p.add_argument('--num_threads', type=int, default=1)
     p.add_argument('--show', type=int, default=1, help='answers to print')
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.set_num_threads(a.num_threads)
     model, ckpt = load_model(a.ckpt)
     meta = load_meta(a.dataset)
     same = all(meta.get(k) == ckpt['meta'].get(k) for k in ('tokenizer', 'itos', 'special'))
-    assert same, f"{a.ckpt} was not trained on {a.dataset}"
+    if not same:
+        raise DataError(f"--ckpt={a.ckpt} was not trained on --dataset={a.dataset}")
     t0 = time.time()
     loss_sup, loss_all = stream_loss(model, a.dataset, meta)
     with open(os.path.join(a.gsm8k, 'test.jsonl'), encoding='utf-8') as f:
@@ -109,4 +109,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import batches  # noqa: E402
 import train  # noqa: E402
-from configurator import load_config  # noqa: E402
+from configurator import load_config, run_cli  # noqa: E402
 from utils import resolve_device  # noqa: E402
 
 
@@ -103,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -28,7 +28,9 @@ from configurator import load_config, run_cli
 from conftest import ROOT, TINY
 
 SCRIPTS = ['train.py', 'sample.py', 'pathstar.py', 'chat.py'] + sorted(
-    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'data', '*', 'prepare.py'))
+    os.path.relpath(p, ROOT)
+    for pattern in (('data', '*', 'prepare.py'), ('bench', '*.py'))
+    for p in glob.glob(os.path.join(ROOT, *pattern))
 )
 
 
@@ -95,6 +97,20 @@ CASES = [
     train_case(
         ['--pathstar_teacherless=True', '--objective=next_token'],
         r'--pathstar_teacherless=True: only --objective=pathstar reads it',
+    ),
+    # a flag the run's objective does not read (tiny_char names next_token)
+    train_case(
+        ['--mlm_probability=0.3'],
+        r'^error: --mlm_probability=0\.3: only --objective=mlm reads it \(--objective='
+        r'next_token would ignore it\); drop the flag$',
+    ),
+    train_case(
+        ['--objective=mlm', '--mask_eps=0.1'],
+        r'--mask_eps=0\.1: only --objective=unmasking, remasking or hybrid reads it',
+    ),
+    train_case(
+        ['--objective=hybrid', '--remasking_temperature=0.5'],
+        r'--remasking_temperature=0\.5: only --objective=remasking reads it \(--objective=hybrid',
     ),
     train_case(
         ['--learning_rate=1e-3', '--min_lr=1e-2'],
@@ -177,6 +193,22 @@ CASES = [
         ['--input={data}/input.txt', '--bpe_dir={tmp}/nope', '--out_dir={tmp}/bpe'],
         r'--bpe_dir=[^:]*nope: vocab\.bpe not found',
         id='shakespeare --bpe_dir',
+    ),
+    case('in', 'pathstar.py', ['--nope=1'], r'unrecognized arguments: --nope=1 \(see --help\)$'),
+    case(
+        'process',
+        'bench/pathstar_gen.py',
+        ['--N=many'],
+        r"^error: pathstar_gen\.py: argument --N: invalid int value: 'many' \(see --help\)$",
+        id='bench argparse flag',
+    ),
+    case('in', 'bench/throughput.py', ['--nope=1'], r"unknown config key 'nope'", id='bench flag'),
+    case(
+        'in',
+        'bench/ddp_check.py',
+        ['--batch_sise=4'],
+        r"flag '--batch_sise=4': unknown config key 'batch_sise'\. Did you mean: batch_size",
+        id='bench flag passed to train.py',
     ),
     case(
         'in',

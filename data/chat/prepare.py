@@ -22,7 +22,6 @@ import argparse
 import glob
 import json
 import os
-import pickle
 import random
 import re
 import sys
@@ -32,10 +31,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
 from chat import SPECIALS, check_density, check_messages, render  # noqa: E402
-from configurator import run_cli  # noqa: E402
+from configurator import ArgumentParser, run_cli  # noqa: E402
 from utils import (  # noqa: E402
     DataError,
     gpt2_encoding,
+    load_meta,
     script_command,
     token_dtype,
     write_dataset_dir,
@@ -118,8 +118,7 @@ def char_vocab(splits, base_meta_path):
     )
     itos = {}
     if base_meta_path:
-        with open(base_meta_path, 'rb') as f:
-            base = pickle.load(f)
+        base = load_meta(base_meta_path, flag='--base_meta')  # plain data only: never runs code
         if base.get('tokenizer', 'char') != 'char' or 'itos' not in base:
             raise DataError(
                 f"--base_meta={base_meta_path} is not a character vocabulary; use "
@@ -150,8 +149,7 @@ def gpt2_vocab(bpe_dir, base_meta_path):
     enc = gpt2_encoding(bpe_dir or None)
     first = enc.n_vocab
     if base_meta_path:  # specials go after the base model's (possibly padded) vocabulary
-        with open(base_meta_path, 'rb') as f:
-            base = pickle.load(f)
+        base = load_meta(base_meta_path, flag='--base_meta')
         if base.get('tokenizer') != 'gpt2':
             raise DataError(f"--base_meta={base_meta_path} is not a gpt2 vocabulary")
         first = max(first, base['vocab_size'])
@@ -170,9 +168,7 @@ def encode_split(convs, encode, special, mask_role, dtype):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--input', help='JSONL of {"messages": [...]}')
     src.add_argument('--gsm8k', help='folder with GSM8K train.jsonl / test.jsonl')

@@ -15,15 +15,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..'))
 sys.path.insert(0, os.path.join(HERE, '..', 'shakespeare_char'))
-from configurator import run_cli  # noqa: E402
+from configurator import ArgumentParser, run_cli  # noqa: E402
 from prepare import read_input  # noqa: E402  (same download-once logic)
 from utils import gpt2_encoding, script_command, write_dataset_dir  # noqa: E402
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', default=None)
     p.add_argument('--bpe_dir', default=None)
     p.add_argument('--out_dir', default=HERE)

@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-from configurator import run_cli  # noqa: E402
+from configurator import ArgumentParser, run_cli  # noqa: E402
 from utils import DataError, script_command, write_dataset_dir  # noqa: E402
 
 URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
@@ -35,9 +35,7 @@ def read_input(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', default=None, help='text file (default: input.txt here, downloaded)')
     p.add_argument('--out_dir', default=HERE)
     p.add_argument('--val_fraction', type=float, default=0.1)
