@@ -29,6 +29,7 @@ import checkpoint
 import diffusion
 import mlm
 import pathstar
+import shards
 from configurator import ConfigError
 from utils import DataError, TokenFile, gather_windows, load_meta, seeded
 
@@ -102,7 +103,7 @@ class NextToken(Source):
         self.vocab_size = self.meta['vocab_size']
         self.T = self.cfg['block_size']
         self.files = {
-            s: TokenFile(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
+            s: shards.token_file(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
             for s in ('train', 'val')
         }
         self.pause, self.pad = pathstar.pause_pad_ids(self.meta)
@@ -242,7 +243,7 @@ class MaskedLM(Source):
         self.packing, self.T = self.cfg['mlm_packing'], self.cfg['block_size']
         self.files, self.bounds = {}, {}
         for split in ('train', 'val'):
-            f = self.files[split] = TokenFile(
+            f = self.files[split] = shards.token_file(
                 data_dir, split, base, self.T + 1, f'--block_size={self.T}'
             )
             if self.packing == 'sep':  # line starts, indexed once
@@ -433,7 +434,7 @@ class MaskedSource(Source):
             )
         self.pad = pathstar.pause_pad_ids(base)[1] if self.is_rows else None
         files = {
-            s: TokenFile(data_dir, s, base, self.T, f'--block_size={self.T}')
+            s: shards.token_file(data_dir, s, base, self.T, f'--block_size={self.T}')
             for s in ('train', 'val')
         }
         if self.is_rows:

@@ -13,6 +13,7 @@ from conftest import ROOT
 LAYERS = {
     'utils': 0,
     'configurator': 1,
+    'shards': 1,
     'model': 2,
     'checkpoint': 3,
     'mlm': 4,
