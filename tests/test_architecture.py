@@ -19,11 +19,13 @@ LAYERS = {
     'mlm': 4,
     'mtp': 4,
     'chat': 4,
+    'pretrained': 4,
     'diffusion': 4,
     'pathstar': 5,
     'batches': 6,
     'train': 7,
     'sample': 7,
+    'export': 7,
 }
 
 
