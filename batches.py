@@ -246,8 +246,16 @@ class MaskedLM(Source):
             f = self.files[split] = shards.token_file(
                 data_dir, split, base, self.T + 1, f'--block_size={self.T}'
             )
-            if self.packing == 'sep':  # line starts, indexed once
-                self.bounds[split] = mlm.line_bounds(f.data(), mlm.newline_ids(base, f.path))
+            if self.packing != 'sep':
+                continue
+            self.nl_ids = mlm.newline_ids(base, f.path)
+            if not shards.many_shards(f):  # line starts, indexed once
+                self.bounds[split] = mlm.line_bounds(f.data(), self.nl_ids)
+            elif f.lengths.max() < 2 * self.T:  # lines are found in windows of 2T instead
+                raise DataError(
+                    f"{f.path}: every {split} shard is shorter than 2 x --block_size={self.T}, "
+                    f"the window SEP packing reads: lower block_size"
+                )
         self.stats = mlm.MLMStats()
 
     @staticmethod
@@ -273,7 +281,10 @@ class MaskedLM(Source):
 
     def make_batch(self, split, B, gen, ratio_mode, p, mask_frac, random_frac):
         T = self.T
-        if self.packing == 'sep':
+        if self.packing == 'sep' and split not in self.bounds:  # many shards: no line index
+            rows = self.files[split].windows(B, 2 * T, gen)
+            x, n_text = mlm.pack_window_lines(rows, self.nl_ids, T, self.sep_id)
+        elif self.packing == 'sep':
             first = torch.randint(len(self.bounds[split]) - 1, (B,), generator=gen).numpy()
             x, n_text = mlm.pack_lines(
                 self.files[split].data(), self.bounds[split], first, T, self.sep_id

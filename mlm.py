@@ -57,6 +57,27 @@ def pack_lines(data, bounds, first, T, sep_id):
     return x, n_text
 
 
+def pack_window_lines(rows, nl_ids, T, sep_id):
+    """pack_lines for a stream with no line index (a split of many shards, where indexing every
+    line start up front would read the whole corpus): rows (B, W >= 2T) are windows at uniform
+    random starts; a sample starts at the first line start after the window's first token and
+    packs whole lines from there, as pack_lines. A window whose first T tokens hold no newline
+    starts mid-line, truncated to T-1 tokens, like an overlong line. Line starts are drawn with
+    weight = the length of the line before them (pack_lines: uniformly). -> x (B, T), n_text (B,)"""
+    B, W = rows.shape
+    assert W >= 2 * T, (W, T)
+    is_nl = torch.isin(rows, torch.tensor(list(nl_ids), dtype=rows.dtype))
+    pos = torch.arange(W)
+    first_nl = torch.where(is_nl[:, :T], pos[:T], W).min(1).values
+    s = torch.where(first_nl < T, first_nl + 1, 0)  # (B,) in [0, T]
+    ends = torch.where(is_nl, pos + 1, -1)  # (B, W): a line ends before each of these
+    fits = (ends > s[:, None]) & (ends <= s[:, None] + T - 1)  # room for the [SEP]
+    e = torch.where(fits, ends, -1).max(1).values
+    n_text = torch.where(e > 0, e - s, T - 1)
+    x = rows.gather(1, s[:, None] + torch.arange(T))
+    return torch.where(torch.arange(T) < n_text[:, None], x, sep_id), n_text
+
+
 def corrupt(x, n_text, ratio, base_vocab, mask_id, gen, mask_frac=0.8, random_frac=0.1):
     """BERT corruption of the text prefix x[b, :n_text[b]], each position selected with
     probability ratio[b]; of the selected, mask_frac -> [MASK], random_frac -> a random base

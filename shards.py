@@ -179,3 +179,8 @@ def token_file(data_dir, split, meta, min_tokens=1, what='tokens'):
     if os.path.exists(os.path.join(data_dir, f'{split}.bin')):
         return TokenFile(data_dir, split, meta, min_tokens, what)
     return Shards.open(data_dir, split, meta, min_tokens, what, remake_hint(meta, data_dir))
+
+
+def many_shards(split):
+    """Is this split (token_file's result) more than one file? Then it has no single .data()."""
+    return isinstance(split, Shards) and len(split.files) > 1

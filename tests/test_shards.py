@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import mlm
 import shards
 import train
 from conftest import source_of
@@ -128,12 +129,50 @@ def test_next_token_and_masked_sources_read_shards(tmp_path):
             (np.lib.stride_tricks.sliding_window_view(a, 32) == row).all(1).any() for a in arrays
         ), row
     assert set(b['x'].flatten().tolist()) <= set(stream.tolist())
-    for objective in ('unmasking', 'mlm'):  # one shard per split: SEP packing reads it whole
-        extra = {'mlm_packing': 'window'} if objective == 'mlm' else {}
+    for objective, extra in (('unmasking', {}), ('mlm', {'mlm_packing': 'window'})):
         b = source_of(str(tmp_path), objective, dataset='web', **extra).get_batch('train', 4)
         assert b['x'].shape == (4, 32)
     with pytest.raises(DataError, match=r"this split is 2 shards.*use --mlm_packing=window"):
-        source_of(str(tmp_path), 'mlm', dataset='web')
+        src.files['train'].data()
+
+
+def test_sep_packing_over_many_shards_starts_at_line_starts(tmp_path):
+    """SEP-varlen MLM on a split of several shards: no line index (pack_window_lines); the same
+    samples as pack_lines would make from the line start each window finds."""
+    rng = np.random.default_rng(0)
+    arrays = []
+    for n in (400, 600):
+        a = rng.integers(0, 198, n)  # no newline id (198, 628) but the ones set below
+        a[rng.random(n) < 0.12] = 198  # GPT-2's '\n': lines of ~8 tokens
+        arrays.append(a)
+    make_dataset(tmp_path / 'web', {'train': arrays, 'val': [arrays[0]]}, meta={})
+    src = source_of(str(tmp_path), 'mlm', dataset='web', mlm_probability=1e-9)
+    assert 'train' not in src.bounds and 'val' in src.bounds  # val is one shard: indexed
+    b = src.get_batch('train', 64, torch.Generator().manual_seed(0))
+    n_text = src.last_stats['n_text']
+    assert (n_text > 0).all() and (n_text < 32).any()
+    for x, n in zip(b['x'], n_text.tolist()):
+        text = x[:n].numpy()
+        assert (x[n:] == src.sep_id).all()
+        if text[-1] != 198:  # an overlong line cut to T-1 (it may start mid-line)
+            assert n == 31
+            continue
+        found = [
+            a
+            for a in arrays
+            for i in np.flatnonzero(a == 198)
+            if i + 1 + n <= len(a) and (a[i + 1 : i + 1 + n] == text).all()
+        ]
+        assert found, text  # starts right after a newline of one shard
+    rows = src.files['train'].windows(64, 64, torch.Generator().manual_seed(1))
+    x, n_text = mlm.pack_window_lines(rows, [198], 32, src.sep_id)
+    for row, xr, n in zip(rows.numpy(), x, n_text):
+        bounds = mlm.line_bounds(row, [198])
+        nl = np.flatnonzero(row[:32] == 198)
+        start = nl[0] + 1 if len(nl) else 0
+        want_x, want_n = mlm.pack_lines(row, bounds, np.searchsorted(bounds, [start]), 32, 0)
+        assert n == want_n[0]
+        assert (xr[:n] == want_x[0, :n]).all()
 
 
 def test_llmc_folder_without_meta_trains(tmp_path, capsys):
