@@ -33,8 +33,8 @@ RECIPES = sorted(
 @pytest.fixture(scope='module')
 def recipe_data(tmp_path_factory):
     """data_root with 'webtext' (llm.c shards of GPT-2-like ids, two train shards, newline
-    198 every ~10 tokens), 'chat_gsm8k_gpt2' (50 GSM8K chats in GPT-2 BPE, when ../shared has
-    them) and a tiny GPT-2 folder 'gpt2_tiny' (1 x 32, block 32, GPT-2's vocabulary)."""
+    198 every ~10 tokens) and 'chat_gsm8k_gpt2' (50 GSM8K chats in GPT-2 BPE, when ../shared
+    has them)."""
     root = tmp_path_factory.mktemp('recipes')
     rng = np.random.default_rng(0)
     web = root / 'webtext'
@@ -52,24 +52,6 @@ def recipe_data(tmp_path_factory):
             [f'--gsm8k={gsm8k}', '--tokenizer=gpt2', f'--bpe_dir={BPE}', '--max_conversations=50']
             + [f'--out_dir={root}/chat_gsm8k_gpt2']
         )
-    torch.manual_seed(0)
-    tiny = GPT(
-        GPTConfig(
-            n_layer=1,
-            n_head=2,
-            n_embd=32,
-            block_size=32,
-            vocab_size=50257,
-            bias=True,
-            gelu_approximate='tanh',
-        )
-    )
-    ckpt = {'model': tiny.state_dict(), 'model_args': vars(tiny.config)}
-    tensors, config = pretrained.to_hf(ckpt, bos_eos=50256)
-    folder = root / 'gpt2_tiny'
-    folder.mkdir()
-    pytest.importorskip('safetensors.torch').save_file(tensors, str(folder / 'model.safetensors'))
-    (folder / 'config.json').write_text(json.dumps(config))
     return root
 
 
@@ -85,13 +67,29 @@ def test_there_is_a_recipe_per_objective():
     assert objectives == {'next_token', 'sft', 'mlm', 'unmasking', 'remasking', 'hybrid'}
 
 
+def tiny_gpt2(folder):
+    """A GPT-2 folder as Hugging Face lays it out (pretrained.to_hf), 1 x 32, block 32, GPT-2's
+    vocabulary and GELU: what --init_from=gpt2 reads, tiny."""
+    save_file = pytest.importorskip('safetensors.torch').save_file
+    torch.manual_seed(0)
+    shape = dict(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=50257)
+    tiny = GPT(GPTConfig(**shape, bias=True, gelu_approximate='tanh'))
+    tensors, config = pretrained.to_hf(
+        {'model': tiny.state_dict(), 'model_args': vars(tiny.config)}
+    )
+    folder.mkdir()
+    save_file(tensors, str(folder / 'model.safetensors'))
+    (folder / 'config.json').write_text(json.dumps(config))
+    return str(folder)
+
+
 @pytest.mark.parametrize('path', RECIPES)
 def test_recipe_runs_shrunk_on_cpu(path, recipe_data, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # a recipe execs config/gpt2_124m_common.py by a relative path
     cfg, _ = train.load_config(train.DEFAULTS, [path])
     args = [path, *SHRINK, f'--data_root={recipe_data}', f'--out_dir={tmp_path}/out']
     if cfg['init_from'] != 'scratch':
-        args.append(f'--init_from={recipe_data}/gpt2_tiny')  # GPT-2's layout, tiny
+        args.append(f'--init_from={tiny_gpt2(tmp_path / "gpt2")}')
     if cfg['objective'] == 'sft' and not (recipe_data / cfg['dataset']).exists():
         pytest.skip('no offline GPT-2 BPE / GSM8K in ../shared/data')
     history = train.main(args)
