@@ -188,3 +188,18 @@ def test_train_and_sample_start_from_a_hf_folder(tmp_path, data_root, capsys):
             + [f'--bpe_dir={BPE}']
         )
         assert outs[0].startswith('Hello')
+
+
+def test_exported_chat_model_tokenizes_its_role_tags(tmp_path, capsys):
+    """An SFT checkpoint (GPT-2 BPE + data/chat/prepare.py's role tags): the HF tokenizer maps
+    each tag to the id the model was trained with."""
+    if not os.path.exists(os.path.join(BPE, 'vocab.bpe')):
+        pytest.skip('no offline GPT-2 BPE files')
+    tags = ['<|system|>', '<|user|>', '<|assistant|>', '<|end|>']
+    meta = {**GPT2, 'vocab_size': 50261, 'special': {t: 50257 + i for i, t in enumerate(tags)}}
+    our_checkpoint(tmp_path / 'sft.pt', meta, n_layer=1)
+    export.main([f'--ckpt={tmp_path}/sft.pt', f'--out={tmp_path}/hf'])
+    assert '+ 4 chat special tokens' in capsys.readouterr().out
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / 'hf')
+    ids = gpt2_encoding(BPE).encode_ordinary('Hi there')
+    assert tok('<|user|>Hi there<|end|>')['input_ids'] == [50258, *ids, 50260]

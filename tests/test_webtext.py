@@ -5,7 +5,9 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -64,11 +66,17 @@ def run(tmp_path, name, inputs, *extra):
     return out
 
 
-def test_tokens_are_tiktokens_of_the_concatenated_documents(tmp_path):
+def test_tokens_are_tiktokens_of_the_concatenated_documents(tmp_path, capsys):
     docs = speeches(400)
     write_jsonl(tmp_path / 'a.jsonl', docs[:250])
     write_jsonl(tmp_path / 'b.jsonl', docs[250:])
     out = run(tmp_path, 'out', str(tmp_path))  # a folder: a.jsonl then b.jsonl
+    progress = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(
+        r"400 documents, [\d,]+ tokens, [\d,]+ tokens/s, 100.0% of the input, ETA "
+        r"0.0 min",
+        progress,
+    ), progress
     val = [d for d in docs if prepare.in_val(d, 0.1)]
     train = [d for d in docs if not prepare.in_val(d, 0.1)]
     assert 20 < len(val) < 70  # ~10% of 400
@@ -160,7 +168,6 @@ def test_an_interrupted_run_resumes_without_redoing_finished_shards(tmp_path, mo
         ([], r"pass one of --input"),
         (['--input={d}/docs.jsonl', '--text_field=body'], r"docs.jsonl:1: no text field 'body'"),
         (['--input={d}/docs.jsonl', '--val_fraction=1.5'], r"--val_fraction=1.5: must be in"),
-        (['--hf_dataset=x/y'], r"--hf_dataset"),
     ],
 )
 def test_bad_inputs_are_one_line(tmp_path, args, pattern):
@@ -169,3 +176,36 @@ def test_bad_inputs_are_one_line(tmp_path, args, pattern):
     with pytest.raises(DataError, match=pattern) as e:
         prepare.main(args + [f'--out_dir={tmp_path}/o', f'--bpe_dir={BPE}'])
     assert '\n' not in str(e.value)
+
+
+def test_a_streamed_hf_dataset_is_read_like_local_files(tmp_path, monkeypatch):
+    """--hf_dataset goes through datasets.load_dataset(..., streaming=True) (a stand-in module
+    here: tests never touch the network) and gives the shards the same documents as .jsonl give."""
+    docs = speeches(80)
+    calls = []
+
+    def load_dataset(name, config, split, streaming):
+        calls.append((name, config, split, streaming))
+        return iter({'text': d, 'id': i} for i, d in enumerate(docs))
+
+    monkeypatch.setitem(sys.modules, 'datasets', types.SimpleNamespace(load_dataset=load_dataset))
+    hf = str(tmp_path / 'hf')
+    prepare.main(
+        ['--hf_dataset=HuggingFaceFW/fineweb', '--hf_name=sample-10BT', f'--out_dir={hf}']
+        + [f'--bpe_dir={BPE}', '--val_fraction=0.1', '--num_proc=1']
+    )
+    assert calls == [('HuggingFaceFW/fineweb', 'sample-10BT', 'train', True)]
+    write_jsonl(tmp_path / 'docs.jsonl', docs)
+    local = run(tmp_path, 'local', str(tmp_path / 'docs.jsonl'), '--shard_tokens=100000000')
+    for split in ('train', 'val'):
+        np.testing.assert_array_equal(split_tokens(hf, split)[1], split_tokens(local, split)[1])
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hub")
+
+    monkeypatch.setitem(sys.modules, 'datasets', types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(DataError, match=r"cannot be streamed \(ConnectionError: Couldn't reach"):
+        prepare.main(['--hf_dataset=x/y', f'--out_dir={tmp_path}/o', f'--bpe_dir={BPE}'])
+    monkeypatch.setitem(sys.modules, 'datasets', None)  # not installed
+    with pytest.raises(DataError, match=r"--hf_dataset needs the `datasets` package"):
+        prepare.main(['--hf_dataset=x/y', f'--out_dir={tmp_path}/o', f'--bpe_dir={BPE}'])
