@@ -35,6 +35,14 @@ HELP = dict(
 USAGE = 'usage: python export.py --ckpt=<checkpoint> --out=<folder> [--bpe_dir=<folder>]'
 
 
+TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'tokenizer_config.json', 'nanomask_vocab.json')
+
+
+def write_bytes(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
 def gpt2_files(cfg, meta):
     """(encoder.json, vocab.bpe) paths: --bpe_dir, the meta's bpe_dir, or tiktoken's cache."""
     places = [(d, 'encoder.json', 'vocab.bpe') for d in (cfg['bpe_dir'], meta.get('bpe_dir')) if d]
@@ -91,11 +99,10 @@ def tokenizer_files(cfg, ckpt):
             for i, name in sorted(special.items())
         },
     }
-    files = {
-        'vocab.json': open(encoder, 'rb').read(),
-        'merges.txt': open(merges, 'rb').read(),
-        'tokenizer_config.json': json.dumps(tok_config, indent=1).encode(),
-    }
+    files = {'tokenizer_config.json': json.dumps(tok_config, indent=1).encode()}
+    for name, path in (('vocab.json', encoder), ('merges.txt', merges)):
+        with open(path, 'rb') as f:
+            files[name] = f.read()
     extra = f" + {len(special)} chat special tokens" if special else ''
     return files, f"GPT-2 BPE tokenizer (vocab.json, merges.txt{extra})"
 
@@ -118,7 +125,10 @@ def export(cfg):
         lambda tmp: save_file(tensors, tmp, metadata={'format': 'pt'}),
     )
     for name, data in files.items():
-        atomic_write(os.path.join(cfg['out'], name), lambda tmp, d=data: open(tmp, 'wb').write(d))
+        atomic_write(os.path.join(cfg['out'], name), lambda tmp, d=data: write_bytes(tmp, d))
+    for name in set(TOKENIZER_FILES) - set(files):  # an earlier export's: not this vocabulary
+        if os.path.exists(os.path.join(cfg['out'], name)):
+            os.remove(os.path.join(cfg['out'], name))
     lines = [
         f"wrote {cfg['out']}: GPT2LMHeadModel ({config['n_layer']} layers, "
         f"{config['n_embd']} wide, vocab {config['vocab_size']}), {tok_line}"

@@ -65,7 +65,8 @@ def find_weights(name, flag='--init_from'):
         snapshots = sorted(glob.glob(os.path.join(repo, 'snapshots', '*')))
         ref = os.path.join(repo, 'refs', 'main')
         if os.path.isfile(ref):
-            main = os.path.join(repo, 'snapshots', open(ref).read().strip())
+            with open(ref) as f:
+                main = os.path.join(repo, 'snapshots', f.read().strip())
             snapshots = [main] + [s for s in snapshots if s != main]
         for snap in snapshots:
             if all(

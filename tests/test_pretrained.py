@@ -133,9 +133,11 @@ def test_export_refuses_or_says_what_it_cannot_represent(tmp_path, capsys):
     itos = {i: c for i, c in enumerate('\n abcdefgh')}
     chars = {'vocab_size': 10, 'itos': itos, 'stoi': {c: i for i, c in itos.items()}}
     ours = our_checkpoint(tmp_path / 'char.pt', chars)
+    (tmp_path / 'char').mkdir()
+    (tmp_path / 'char' / 'vocab.json').write_text('{}')  # an earlier export's tokenizer
     export.main([f'--ckpt={tmp_path}/char.pt', f'--out={tmp_path}/char'])
     assert 'character vocabulary: no Hugging Face tokenizer' in capsys.readouterr().out
-    assert not os.path.exists(tmp_path / 'char' / 'vocab.json')
+    assert not os.path.exists(tmp_path / 'char' / 'vocab.json')  # removed: not this vocabulary
     table = json.loads((tmp_path / 'char' / 'nanomask_vocab.json').read_text())['itos']
     assert table == {str(i): c for i, c in itos.items()}
     back, ckpt = pretrained.load_model(str(tmp_path / 'char'))

@@ -367,8 +367,12 @@ def main(argv=None):
             'complete': complete,
             'split_docs': {s: w.docs for s, w in writers.items()} if complete else None,
         }
-        text = json.dumps(state, indent=1)
-        atomic_write(manifest_path, lambda tmp: open(tmp, 'w', encoding='utf-8').write(text))
+
+        def write(tmp):
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump(state, f, indent=1)
+
+        atomic_write(manifest_path, write)
 
     writers = {
         s: SplitWriter(args.out_dir, s, args.shard_tokens, done.get(s, []), save_manifest)
