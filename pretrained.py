@@ -217,8 +217,8 @@ def load_model(path, device='cpu', flag='--ckpt'):
 
 # ------------------------------------------------------------------ out: GPT2LMHeadModel
 def check_exportable(ckpt, flag='--ckpt'):
-    """ConfigError unless GPT2LMHeadModel can represent the checkpoint: causal, one GELU that
-    HF has. Extra heads (n_future > 1) are not an error: head 1 is exported (see to_hf)."""
+    """ConfigError unless GPT2LMHeadModel can represent the checkpoint: it must be causal. What
+    else differs is handled exactly by to_hf (no biases, untied head, extra heads dropped)."""
     args = ckpt['model_args']
     if not args.get('causal', True):
         raise ConfigError(
@@ -244,13 +244,13 @@ def to_hf(ckpt, bos_eos=None):
         v = v.detach().float()
         out[k] = (v.t() if k.endswith(CONV1D) else v).contiguous().clone()
     if not args.get('bias', True):  # GPT-2 always has biases: zeros compute the same function
-        for k in [
+        norms_and_matmuls = [
             k
             for k in out
             if k.endswith('.weight') and not k.startswith(('lm_head', 'transformer.w'))
-        ]:
-            conv = k.endswith(CONV1D)
-            out[k[: -len('weight')] + 'bias'] = torch.zeros(out[k].shape[1 if conv else 0])
+        ]
+        for k in norms_and_matmuls:  # the last dim is the output: Conv1D (in, out), norms (C,)
+            out[k.removesuffix('weight') + 'bias'] = torch.zeros(out[k].shape[-1])
     config = {
         'architectures': ['GPT2LMHeadModel'],
         'model_type': 'gpt2',
