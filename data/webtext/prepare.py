@@ -5,8 +5,9 @@ A large text corpus (OpenWebText / FineWeb style) -> GPT-2 BPE llm.c shards + me
     python data/webtext/prepare.py --hf_dataset=HuggingFaceFW/fineweb --hf_name=sample-10BT
 
 Input, --input = files or folders, comma-separated (folders searched recursively, sorted):
-  *.txt       one document per file (OpenWebText's layout); --txt_docs=blank_line: documents
-              separated by blank lines (e.g. tinyshakespeare, one speech each)
+  *.txt       one document per file (OpenWebText's layout; a file is read whole);
+              --txt_docs=blank_line: documents separated by blank lines, read line by line
+              (e.g. tinyshakespeare, one speech each; or one huge file)
   *.jsonl     one JSON object per line, the document in --text_field (a,b: fields joined by
               newlines, e.g. GSM8K's question,answer)
   *.parquet   the --text_field column (FineWeb's files; needs pyarrow)
