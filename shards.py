@@ -95,7 +95,7 @@ class Shards:
     """One split as a list of token files, with utils.TokenFile's interface (.n, .windows,
     .data) so a batch source reads either. files: [(path, offset, n)]: offset 1024 for llm.c
     shards, 0 for a headerless file. vocab_size: ids at or above it are a DataError (checked
-    from meta['max_token_id'] at start-up when the meta records it, and on every window)."""
+    from meta['split_max_token'] at start-up when the meta records it, and on every window)."""
 
     def __init__(self, files, dtype, vocab_size, min_tokens=1, what='tokens', fix=''):
         self.files, self.dtype, self.vocab_size = files, np.dtype(dtype), vocab_size
@@ -113,12 +113,12 @@ class Shards:
     @classmethod
     def open(cls, data_dir, split, meta, min_tokens=1, what='tokens', fix='re-make the dataset'):
         """The llm.c shards of a split (find_shards); headers checked, counts checked against
-        meta['shard_tokens'] when it records them, ids against meta['max_token_id']."""
+        meta['shard_tokens'] when it records them, ids against meta['split_max_token']."""
         paths = find_shards(data_dir, split, meta)
         if not paths:
             raise DataError(f"{data_dir}: no {split}_*.bin shards and no {split}.bin: {fix}")
         vocab_size = meta['vocab_size']
-        top = meta.get('max_token_id')
+        top = (meta.get('split_max_token') or {}).get(split)
         if top is not None and top >= vocab_size:
             raise DataError(
                 f"{data_dir}/meta.pkl records token id {top} >= its vocab_size {vocab_size}: {fix}"

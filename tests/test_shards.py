@@ -106,7 +106,7 @@ def test_meta_is_checked_without_reading_the_tokens(tmp_path):
     ):
         shards.Shards.open(str(d), 'train', bad)
     with pytest.raises(DataError, match=r"records token id 50304 >= its vocab_size 50304"):
-        shards.Shards.open(str(d), 'train', {**meta, 'max_token_id': 50304})
+        shards.Shards.open(str(d), 'train', {**meta, 'split_max_token': {'train': 50304}})
     small = shards.Shards.open(str(d), 'train', {**meta, 'vocab_size': 60})
     with pytest.raises(DataError, match=r"train_000000.bin holds token id \d+ >= vocab_size 60"):
         small.windows(8, 50, torch.Generator().manual_seed(0))
@@ -220,7 +220,9 @@ def test_start_up_on_10gb_of_shards_reads_no_whole_file(tmp_path):
     nothing reads a whole file. Also one headerless 10 GB file read as Shards."""
     d = tmp_path / 'big'
     n = 1_000_000_000  # uint16 tokens per shard: 2 GB
-    make_dataset(d, {'val': [np.arange(2000)]}, meta={'max_token_id': 50256})
+    make_dataset(
+        d, {'val': [np.arange(2000)]}, meta={'split_max_token': {'train': 50256, 'val': 1999}}
+    )
     names = [f'train_{i:06d}.bin' for i in range(5)]
     for name in names:
         sparse_shard(d / name, n)

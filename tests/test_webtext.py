@@ -86,7 +86,8 @@ def test_tokens_are_tiktokens_of_the_concatenated_documents(tmp_path, capsys):
         assert meta['split_docs'][split] == len(split_docs)
         assert meta['split_tokens'][split] == len(tokens) == sum(meta['shard_tokens'][split])
         assert all(n == 2000 for n in meta['shard_tokens'][split][:-1])  # only the last is short
-    assert meta['max_token_id'] == max(int(split_tokens(out, s)[1].max()) for s in meta['shards'])
+    for s in ('train', 'val'):
+        assert meta['split_max_token'][s] == int(split_tokens(out, s)[1].max())
     assert (meta['vocab_size'], meta['tokenizer'], meta['dtype']) == (50304, 'gpt2', 'uint16')
     assert meta['objective'] == 'next_token' and meta['prepare'].startswith('python data/web')
     assert len(meta['shards']['train']) >= 5

@@ -25,7 +25,7 @@ documents, streamed: the corpus is never in memory, only one shard buffer per sp
 chunks in flight. Resumable: manifest.json records each finished shard (written atomically) and
 where in its split's document stream it ends; a re-run with the same settings skips the
 documents before that point without tokenizing them. meta.pkl is written last: the shard list,
-tokens per shard and split, and max_token_id (the trainer checks ids from it at start-up).
+tokens per shard and split, and split_max_token (the trainer checks ids from it at start-up).
 """
 
 import argparse
@@ -462,7 +462,9 @@ def write_meta(args, parser, writers):
         'shard_tokens': counts,
         'split_tokens': {s: sum(c) for s, c in counts.items()},
         'split_docs': {s: w.docs for s, w in writers.items()},
-        'max_token_id': max(r['max_token_id'] for w in writers.values() for r in w.shards),
+        'split_max_token': {  # the largest id of each split: checked at start-up, no scan
+            s: max((r['max_token_id'] for r in w.shards), default=-1) for s, w in writers.items()
+        },
         'prepare': script_command('data/webtext/prepare.py', parser, args),
     }
     if args.bpe_dir:
