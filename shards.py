@@ -153,16 +153,27 @@ class Shards:
             )
         return self.memmap(0)
 
-    def windows(self, batch_size, length, gen):
-        """(B, length) int64 windows at uniform random starts over all shards (a window never
-        crosses a shard boundary); each shard that is drawn is opened once per batch."""
+    def draw(self, batch_size, length, gen):
+        """Uniform random starts of `length`-token windows over all shards, grouped by shard:
+        (groups [(shard memmap, rows (k,) of the batch, starts (k,) int64 ndarray)], which (B,)
+        the shard of each row). A window never crosses a shard boundary (shard i is drawn with
+        weight n_i - length + 1); each drawn shard is opened once. What windows() reads, and
+        what a reader of its own (e.g. line packing at the starts) can read instead."""
         room = torch.from_numpy(np.maximum(self.lengths - length + 1, 0)).double()
         which = torch.multinomial(room, batch_size, replacement=True, generator=gen)
         ix = (torch.rand(batch_size, generator=gen, dtype=torch.float64) * room[which]).long()
-        out = torch.empty(batch_size, length, dtype=torch.long)
+        groups = []
         for s in which.unique().tolist():
             rows = (which == s).nonzero().squeeze(1)
-            out[rows] = gather_windows(self.memmap(s), ix[rows].numpy(), length)
+            groups.append((s, rows, ix[rows].numpy()))
+        return [(self.memmap(s), rows, starts) for s, rows, starts in groups], which
+
+    def windows(self, batch_size, length, gen):
+        """(B, length) int64 windows at uniform random starts over all shards (draw)."""
+        groups, which = self.draw(batch_size, length, gen)
+        out = torch.empty(batch_size, length, dtype=torch.long)
+        for data, rows, starts in groups:
+            out[rows] = gather_windows(data, starts, length)
         top = int(out.max())
         if top >= self.vocab_size:
             path = self.files[int(which[(out >= self.vocab_size).any(1)][0])][0]
