@@ -38,6 +38,7 @@ import checkpoint
 import diffusion
 import mlm
 import pathstar
+import shards
 import utils
 from configurator import ConfigError
 from utils import DataError, TokenFile, gather_windows, load_meta, seeded, to_device
@@ -133,7 +134,7 @@ class NextToken(Source):
         self.vocab_size = self.meta['vocab_size']
         self.T = self.cfg['block_size']
         self.files = {
-            s: TokenFile(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
+            s: shards.token_file(data_dir, s, self.meta, self.T + 1, f'--block_size={self.T}')
             for s in ('train', 'val')
         }
         self.pause, self.pad = pathstar.pause_pad_ids(self.meta)
@@ -269,13 +270,22 @@ class MaskedLM(Source):
         self.packing, self.T = self.cfg['mlm_packing'], self.cfg['block_size']
         self.files, self.bounds = {}, {}
         for split in ('train', 'val'):
-            f = self.files[split] = TokenFile(
+            f = self.files[split] = shards.token_file(
                 data_dir, split, base, self.T + 1, f'--block_size={self.T}'
             )
-            if self.packing == 'sep':  # line starts indexed once, where that is cheap
-                self.nl_ids = mlm.newline_ids(base, f.path)
-                small = f.n <= utils.SCAN_LIMIT  # else each sample finds its line (mlm.pack_at)
-                self.bounds[split] = mlm.line_bounds(f.data(), self.nl_ids) if small else None
+            if self.packing != 'sep':
+                continue
+            self.nl_ids = mlm.newline_ids(base, f.path)
+            # line starts indexed once where that is cheap (one file of at most SCAN_LIMIT
+            # tokens: each rank reads it); else each sample finds its first line start in a
+            # window of 2T (mlm.pack_window_lines)
+            if not shards.many_shards(f) and f.n <= utils.SCAN_LIMIT:
+                self.bounds[split] = mlm.line_bounds(f.data(), self.nl_ids)
+            elif isinstance(f, shards.Shards) and f.lengths.max() < 2 * self.T:
+                raise DataError(
+                    f"{f.path}: every {split} shard is shorter than 2 x --block_size={self.T}, "
+                    f"the window SEP packing reads: lower block_size"
+                )
         self.stats = mlm.MLMStats()
 
     @staticmethod
@@ -314,10 +324,8 @@ class MaskedLM(Source):
         )
         T = self.T
         f = self.files[split]
-        if self.packing == 'sep' and self.bounds[split] is None:
-            pos = torch.randint(f.n, (B,), generator=gen).numpy()
-            x, n_text = mlm.pack_at(f.data(), pos, T, self.sep_id, self.nl_ids)
-            f.check_ids(torch.where(x == self.sep_id, 0, x))
+        if self.packing == 'sep' and split not in self.bounds:  # no line index
+            x, n_text = mlm.pack_window_lines(f.windows(B, 2 * T, gen), self.nl_ids, T, self.sep_id)
         elif self.packing == 'sep':
             first = torch.randint(len(self.bounds[split]) - 1, (B,), generator=gen).numpy()
             x, n_text = mlm.pack_lines(f.data(), self.bounds[split], first, T, self.sep_id)
@@ -468,7 +476,7 @@ class MaskedSource(Source):
             )
         self.pad = pathstar.pause_pad_ids(base)[1] if self.is_rows else None
         files = {
-            s: TokenFile(data_dir, s, base, self.T, f'--block_size={self.T}')
+            s: shards.token_file(data_dir, s, base, self.T, f'--block_size={self.T}')
             for s in ('train', 'val')
         }
         if self.is_rows:

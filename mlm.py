@@ -57,32 +57,25 @@ def pack_lines(data, bounds, first, T, sep_id):
     return x, n_text
 
 
-def pack_at(data, pos, T, sep_id, nl_ids):
-    """pack_lines without a line index, for files too large to index at start-up (each rank
-    would scan them; utils.SCAN_LIMIT): sample b starts at the first line start at or after
-    pos[b] (int64 (B,), uniform token positions) within its next T tokens, else at pos[b] itself
-    (inside an overlong line: truncated, as pack_lines does), and packs whole lines from there.
-    A line is then drawn with probability proportional to the length of the line before it,
-    where pack_lines draws line starts uniformly. Returns x (B, T) int64, n_text (B,) int64."""
-    n = len(data)
-    # w[:, j] = data[pos - 1 + j], j = 0 .. 2T: a newline at j starts a line at pos + j
-    idx = pos[:, None] - 1 + np.arange(2 * T + 1)
-    w = data[np.clip(idx, 0, n - 1)]
-    is_nl = np.isin(w, nl_ids) & (idx >= 0) & (idx < n)
-    is_nl[pos == 0, 0] = True  # data[0] starts a line
-    j0 = np.argmax(is_nl[:, : T + 1], axis=1)  # the first line start within T tokens
-    s = pos + j0
-    found = is_nl[np.arange(len(pos)), j0] & (s < n)
-    s, j0 = np.where(found, s, pos), np.where(found, j0, 0)
-    # line ends in data[s : s + T - 1]: after a newline at s + k (k <= T - 2), or the data's end
-    k = np.arange(T - 1)
-    nl_in = np.take_along_axis(is_nl, j0[:, None] + 1 + k, axis=1) & (s[:, None] + k < n)
-    ends = np.where(nl_in, k + 1, 0).max(1)
-    ends = np.where(n - s <= T - 1, n - s, ends)  # the data's end is a line end too
-    n_text = np.where(ends > 0, ends, np.minimum(T - 1, n - s))
-    rows = torch.from_numpy(data[np.minimum(s[:, None] + np.arange(T), n - 1)].astype(np.int64))
-    n_text = torch.from_numpy(n_text.astype(np.int64))
-    return torch.where(torch.arange(T) < n_text[:, None], rows, sep_id), n_text
+def pack_window_lines(rows, nl_ids, T, sep_id):
+    """pack_lines for a stream with no line index (a split of many shards, where indexing every
+    line start up front would read the whole corpus): rows (B, W >= 2T) are windows at uniform
+    random starts; a sample starts at the first line start after the window's first token and
+    packs whole lines from there, as pack_lines. A window whose first T tokens hold no newline
+    starts mid-line, truncated to T-1 tokens, like an overlong line. Line starts are drawn with
+    weight = the length of the line before them (pack_lines: uniformly). -> x (B, T), n_text (B,)"""
+    B, W = rows.shape
+    assert W >= 2 * T, (W, T)
+    is_nl = torch.isin(rows, torch.tensor(list(nl_ids), dtype=rows.dtype))
+    pos = torch.arange(W)
+    first_nl = torch.where(is_nl[:, :T], pos[:T], W).min(1).values
+    s = torch.where(first_nl < T, first_nl + 1, 0)  # (B,) in [0, T]
+    ends = torch.where(is_nl, pos + 1, -1)  # (B, W): a line ends before each of these
+    fits = (ends > s[:, None]) & (ends <= s[:, None] + T - 1)  # room for the [SEP]
+    e = torch.where(fits, ends, -1).max(1).values
+    n_text = torch.where(e > 0, e - s, T - 1)
+    x = rows.gather(1, s[:, None] + torch.arange(T))
+    return torch.where(torch.arange(T) < n_text[:, None], x, sep_id), n_text
 
 
 def corrupt(x, n_text, ratio, base_vocab, mask_id, gen, mask_frac=0.8, random_frac=0.1):

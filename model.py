@@ -43,6 +43,7 @@ class GPTConfig:
     causal: bool = True  # False = bidirectional (MLM, diffusion)
     n_future: int = 1  # number of output heads: head i predicts token t+i
     tie_embeddings: bool = True  # lm_head shares the token embedding (GPT-2); False = own matrix
+    gelu_approximate: str = 'none'  # 'tanh': GPT-2's own gelu_new (pretrained.py loads GPT-2 so)
     # initialisation (training-time only, but saved so a run can be repeated):
     emb_init_std: float = 0.02  # std of token/position embeddings; 1.0 = PyTorch's nn.Embedding
     linear_init: str = 'gpt2'  # 'gpt2': N(0, 0.02), residual projections / sqrt(2 n_layer);
@@ -103,7 +104,7 @@ class MLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

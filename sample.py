@@ -20,9 +20,10 @@ import torch
 
 import diffusion
 from chat import sample_chat
-from checkpoint import check_kind, load_model
+from checkpoint import check_kind
 from configurator import ConfigError, check_device_keys, exit_if_help, load_config, run_cli
 from mtp import speculative_generate
+from pretrained import load_model
 from utils import DataError, autocast, resolve_device, resolve_dtype, text_codec
 
 DEFAULTS = dict(
@@ -44,7 +45,7 @@ DEFAULTS = dict(
 # --help: one line per key of DEFAULTS (tests/test_help.py: exactly the keys of DEFAULTS)
 HELP = dict(
     out_dir='read out_dir/ckpt.pt (train.py --out_dir)',
-    ckpt='a checkpoint file or folder instead of out_dir/ckpt.pt',
+    ckpt='a checkpoint file or folder instead of out_dir/ckpt.pt; gpt2 (etc.) or a HF folder',
     mode="'next_token', 'chat' (--start is a user message) or 'diffusion'",
     start='the prompt, or FILE:path to read it from a file',
     num_samples='samples to draw',

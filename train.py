@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import batches
 import checkpoint
+import pretrained
 from configurator import (
     ConfigError,
     check_device_keys,
@@ -55,7 +56,7 @@ DEFAULTS = dict(
     eval_iters=200,
     eval_only=False,
     always_save_checkpoint=True,
-    init_from='scratch',  # 'scratch' | 'resume' | path to a ckpt
+    init_from='scratch',  # 'scratch' | 'resume' | path to a ckpt | 'gpt2' ... (pretrained.py)
     wandb_log=False,
     wandb_project='nanomask',
     wandb_run_name='run',
@@ -108,7 +109,7 @@ HELP = {
         eval_iters='batches per split at each evaluation (always the same batches)',
         eval_only='evaluate once (at the loaded iteration with --init_from=resume), save nothing',
         always_save_checkpoint='save at every evaluation; False: only when val loss improves',
-        init_from="'scratch', 'resume' (out_dir/ckpt.pt, its saved settings) or a ckpt/folder",
+        init_from="'scratch', 'resume' (out_dir/ckpt.pt), a ckpt/folder, gpt2[-medium|-large|-xl]",
         wandb_log='log train/eval metrics to Weights & Biases (WANDB_MODE=offline: no account)',
         wandb_project='wandb project name',
         wandb_run_name="wandb run name (a source's run_tag is appended)",
@@ -292,8 +293,10 @@ def read_init_checkpoint(cfg, explicit):
     ckpt['resumed'] lists what that changed."""
     if cfg['init_from'] == 'scratch':
         return None
-    where = cfg['out_dir'] if cfg['init_from'] == 'resume' else cfg['init_from']
-    ckpt = checkpoint.load(where, flag='--init_from')
+    if cfg['init_from'] == 'resume':
+        ckpt = checkpoint.load(cfg['out_dir'], flag='--init_from')
+    else:  # a checkpoint, or GPT-2 weights (a name in the HF cache, a HF folder)
+        ckpt = pretrained.load_any(cfg['init_from'], flag='--init_from')
     if cfg['init_from'] == 'resume':
         ckpt['resumed'] = resume_config(cfg, explicit, ckpt)
     for k in ARCH_KEYS:

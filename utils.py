@@ -132,6 +132,18 @@ def plain_pickle(obj):
     return data
 
 
+def write_meta(path, meta):
+    """A meta.pkl on its own (a dataset whose other files are written as they are made, e.g.
+    data/webtext/prepare.py's shards), atomically and of plain data only (plain_pickle)."""
+    data = plain_pickle(meta)
+
+    def write(tmp):
+        with open(tmp, 'wb') as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
 def load_meta(where, required=True, flag=None):
     """A dataset's meta.pkl (normalised: normalise_meta), or None if absent and not required.
     where: the dataset folder, or a .pkl file (flag: the option that named it). Only plain data

@@ -13,16 +13,19 @@ from conftest import ROOT
 LAYERS = {
     'utils': 0,
     'configurator': 1,
+    'shards': 1,
     'model': 2,
     'checkpoint': 3,
     'mlm': 4,
     'mtp': 4,
     'chat': 4,
+    'pretrained': 4,
     'diffusion': 4,
     'pathstar': 5,
     'batches': 6,
     'train': 7,
     'sample': 7,
+    'export': 7,
 }
 
 

@@ -27,7 +27,7 @@ import train
 from configurator import load_config, run_cli
 from conftest import ROOT, TINY
 
-SCRIPTS = ['train.py', 'sample.py', 'pathstar.py', 'chat.py'] + sorted(
+SCRIPTS = ['train.py', 'sample.py', 'pathstar.py', 'chat.py', 'export.py'] + sorted(
     os.path.relpath(p, ROOT)
     for pattern in (('data', '*', 'prepare.py'), ('bench', '*.py'))
     for p in glob.glob(os.path.join(ROOT, *pattern))

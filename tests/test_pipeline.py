@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import mlm
 import train
 import utils
 from conftest import source_of
@@ -122,36 +121,10 @@ def test_start_up_on_a_large_sparse_file_is_fast(tmp_path):
     assert time.perf_counter() - t < 5 and f.n == 2 << 30  # generous: a shared CI machine
 
 
-def synthetic_lines(seed=0, n_lines=300, max_len=40, nl=0):
-    rng = np.random.default_rng(seed)
-    lines = [np.append(rng.integers(1, 10, rng.integers(0, max_len)), nl) for _ in range(n_lines)]
-    return np.concatenate(lines).astype(np.uint16)
-
-
-@pytest.mark.parametrize('T', [2, 8, 32, 64])
-def test_packing_without_a_line_index_starts_at_the_next_line_start(T):
-    """mlm.pack_at(pos) == mlm.pack_lines at the first line start >= pos found within T
-    tokens; where there is none, the sample starts at pos (truncated as an overlong line)."""
-    data = synthetic_lines()
-    bounds = mlm.line_bounds(data, [0])
-    pos = np.arange(len(data))
-    x, n_text = mlm.pack_at(data, pos, T, 99, [0])
-    nxt = np.searchsorted(bounds[:-1], pos)  # index of the first line start >= pos
-    has = (nxt < len(bounds) - 1) & (bounds[np.minimum(nxt, len(bounds) - 2)] - pos <= T)
-    ref_x, ref_n = mlm.pack_lines(data, bounds, nxt[has], T, 99)
-    assert torch.equal(x[has], ref_x) and torch.equal(n_text[has], ref_n)
-    # no line start within T tokens: text from pos itself, cut at T-1 (or the data's end)
-    lone = np.flatnonzero(~has)
-    for p in lone:
-        n = int(n_text[p])
-        assert x[p, :n].tolist() == data[p : p + n].tolist() and (x[p, n:] == 99).all()
-    assert (n_text >= 1).all() and (n_text <= T - 1).all()
-
-
 def test_mlm_source_without_a_line_index_packs_whole_lines(data_root, monkeypatch):
     monkeypatch.setattr(utils, 'SCAN_LIMIT', 1000)  # tiny_char (180k tokens) is now "large"
     src = source_of(data_root, 'mlm', block_size=64)
-    assert src.bounds['train'] is None
+    assert 'train' not in src.bounds  # no line index: lines found in windows of 2T
     b = src.get_batch('train', 64, torch.Generator().manual_seed(0))
     nl = src.meta['stoi']['\n']
     am, x = b['attention_mask'], b['x']
