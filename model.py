@@ -44,6 +44,9 @@ class GPTConfig:
     n_future: int = 1  # number of output heads: head i predicts token t+i
     tie_embeddings: bool = True  # lm_head shares the token embedding (GPT-2); False = own matrix
     gelu_approximate: str = 'none'  # 'tanh': GPT-2's own gelu_new (pretrained.py loads GPT-2 so)
+    # positions: 'learned' (GPT-2's wpe table) or 'rope' (rotary, as LLaMA/LLaDA and MDLM's DiT:
+    # attention scores depend on relative positions only; no wpe)
+    pos_emb: str = 'learned'
     # initialisation (training-time only, but saved so a run can be repeated):
     emb_init_std: float = 0.02  # std of token/position embeddings; 1.0 = PyTorch's nn.Embedding
     linear_init: str = 'gpt2'  # 'gpt2': N(0, 0.02), residual projections / sqrt(2 n_layer);
@@ -63,12 +66,29 @@ ARCH_KEYS = (
     'vocab_size',
     'n_future',
     'tie_embeddings',
+    'pos_emb',
 )
 # Keys that only decide the initial weights (taken from the config for a new model) and
 # training-time keys (taken from the config also when training on from a checkpoint).
 INIT_KEYS = ('emb_init_std', 'linear_init')
 RUN_KEYS = ('dropout', 'future_head_weights', 'attn_impl')
 LINEAR_INITS = ('gpt2', 'pytorch')
+POS_EMBS = ('learned', 'rope')
+
+
+def rotary(T, head_dim, device, base=10000.0):
+    """(cos, sin), each (T, head_dim / 2) float32, of rotary position embeddings (Su et al. 2021):
+    pair (i, i + head_dim/2) of a query or key at position t is rotated by t * base^(-2i/head_dim),
+    so a query-key dot product depends on the positions only through their difference."""
+    inv_freq = base ** -(torch.arange(0, head_dim, 2, device=device, dtype=torch.float) / head_dim)
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """x (B, H, T, D) rotated by (cos, sin) (T, D/2) of rotary(); same dtype as x."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,11 +103,14 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
         self.causal = config.causal
 
-    def forward(self, x, attn_mask=None):
-        # x: (B, T, C); attn_mask: None or bool (B, 1, T, T), True = may attend
+    def forward(self, x, attn_mask=None, rope=None):
+        # x: (B, T, C); attn_mask: None or bool (B, 1, T, T), True = may attend, or a BlockMask;
+        # rope: None or (cos, sin) of rotary() for pos_emb='rope'
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         dropout_p = self.dropout if self.training else 0.0
         if BlockMask is not None and isinstance(attn_mask, BlockMask):
             y = _flex(q, k, v, attn_mask)
@@ -122,8 +145,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, attn_mask=None):
-        x = x + self.attn(self.ln_1(x), attn_mask)
+    def forward(self, x, attn_mask=None, rope=None):
+        x = x + self.attn(self.ln_1(x), attn_mask, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -255,15 +278,18 @@ class GPT(nn.Module):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
         self.config = config
+        if config.pos_emb not in POS_EMBS:
+            raise ValueError(f"pos_emb={config.pos_emb!r}: choose one of {POS_EMBS}")
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
+        if config.pos_emb == 'learned':
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         # extra heads (multi-token prediction): one block each on the shared trunk,
         # sharing ln_f and the (tied) unembedding, as in Gloeckle et al. 2024
         self.future_heads = nn.ModuleList([Block(config) for _ in range(config.n_future - 1)])
@@ -285,7 +311,7 @@ class GPT(nn.Module):
 
     def get_num_params(self, non_embedding=True):
         n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and 'wpe' in self.transformer:
             n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
@@ -306,13 +332,18 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=cfg.emb_init_std)
 
     def trunk(self, idx, attention_mask=None):
-        """idx (B, T) -> final hidden states (B, T, C), before ln_f."""
+        """idx (B, T) -> (final hidden states (B, T, C) before ln_f, attn: what the blocks
+        were given to attend with, (mask, rope), which the extra heads' blocks take too)."""
         B, T = idx.size()
-        assert T <= self.config.block_size, (
-            f"sequence length {T} > block_size {self.config.block_size}"
-        )
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        cfg = self.config
+        assert T <= cfg.block_size, f"sequence length {T} > block_size {cfg.block_size}"
+        x = self.transformer.wte(idx)
+        rope = None
+        if cfg.pos_emb == 'learned':
+            x = x + self.transformer.wpe(torch.arange(0, T, dtype=torch.long, device=idx.device))
+        else:
+            rope = rotary(T, cfg.n_embd // cfg.n_head, idx.device)
+        x = self.transformer.drop(x)
         impl = select_attention(
             self.config.attn_impl,
             idx.device.type,
@@ -325,21 +356,21 @@ class GPT(nn.Module):
             else build_attn_mask(attention_mask, self.config.causal)
         )
         for block in self.transformer.h:
-            x = block(x, attn_mask)
-        return x, attn_mask
+            x = block(x, attn_mask, rope)
+        return x, (attn_mask, rope)
 
-    def head_logits(self, h, attn_mask=None):
-        """Trunk states (B, T, C) -> logits of every head (k, B, T, V)."""
+    def head_logits(self, h, attn=(None, None)):
+        """Trunk states (B, T, C) -> logits of every head (k, B, T, V); attn: trunk()'s."""
         if not self.future_heads:  # one head: a view, not a stacked copy of (B, T, V)
             return self.lm_head(self.transformer.ln_f(h)).unsqueeze(0)
-        outs = [h] + [head(h, attn_mask) for head in self.future_heads]
+        outs = [h] + [head(h, *attn) for head in self.future_heads]
         return torch.stack([self.lm_head(self.transformer.ln_f(o)) for o in outs])
 
     def loss_terms(self, idx, targets, attention_mask=None, loss_mask=None, norm_mask=None):
         """Per-head weighted CE sums (k,) and normalisers (k,), for exact averaging over many
         batches (evaluation). Also returns head-1 logits (B, T, V)."""
-        h, attn_mask = self.trunk(idx, attention_mask)
-        logits = self.head_logits(h, attn_mask)  # (k, B, T, V)
+        h, attn = self.trunk(idx, attention_mask)
+        logits = self.head_logits(h, attn)  # (k, B, T, V)
         tgt, w, n = _token_weights(
             targets, loss_mask, attention_mask, logits.size(0), self.config.causal, norm_mask
         )
@@ -385,7 +416,8 @@ class GPT(nn.Module):
     def crop_block_size(self, block_size):
         assert block_size <= self.config.block_size
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if 'wpe' in self.transformer:  # rotary positions have no table
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def resize_vocab(self, vocab_size):
         """Grow the embedding (and the head, tied or not) for new special tokens: old rows

@@ -18,8 +18,8 @@ def speculative_generate(model, idx, max_new_tokens):
     while seq.size(1) - T0 < max_new_tokens:
         inp = torch.cat([seq, seq.new_tensor(drafts)[None]], 1) if drafts else seq
         off = max(0, inp.size(1) - model.config.block_size)  # crop to the context window
-        h, _ = model.trunk(inp[:, off:])
-        logits = model.head_logits(h)[:, 0]  # (k, T, V)
+        h, attn = model.trunk(inp[:, off:])
+        logits = model.head_logits(h, attn)[:, 0]  # (k, T, V)
         nfe += 1
         n0 = seq.size(1) - off
         greedy = logits[0, n0 - 1 :].argmax(-1).tolist()  # head 1's token for n0, n0+1, ...

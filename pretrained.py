@@ -225,6 +225,11 @@ def check_exportable(ckpt, flag='--ckpt'):
             f"{flag}={ckpt['path']} is {describe(ckpt)}: GPT2LMHeadModel is causal, so only "
             f"causal checkpoints (next_token, pathstar, sft) export"
         )
+    if args.get('pos_emb', 'learned') != 'learned':
+        raise ConfigError(
+            f"{flag}={ckpt['path']} has pos_emb={args['pos_emb']!r}: GPT2LMHeadModel has learned "
+            f"positions only (a rotary model could go to a LLaMA-style model, not done here)"
+        )
 
 
 def to_hf(ckpt, bos_eos=None):

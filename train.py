@@ -36,7 +36,16 @@ from configurator import (
     load_config,
     run_cli,
 )
-from model import ARCH_KEYS, GPT, INIT_KEYS, LINEAR_INITS, RUN_KEYS, GPTConfig, supervised_weights
+from model import (
+    ARCH_KEYS,
+    GPT,
+    INIT_KEYS,
+    LINEAR_INITS,
+    POS_EMBS,
+    RUN_KEYS,
+    GPTConfig,
+    supervised_weights,
+)
 from utils import (
     atomic_write,
     autocast,
@@ -77,6 +86,7 @@ DEFAULTS = dict(
     tie_embeddings=True,
     emb_init_std=0.02,
     linear_init='gpt2',  # model.GPTConfig
+    pos_emb='learned',
     future_head_weights=None,  # e.g. [1.0, 0.5]: weights of the n_future heads' losses
     # AdamW and a warmup + cosine schedule
     learning_rate=6e-4,
@@ -132,6 +142,7 @@ HELP = {
         tie_embeddings='lm_head shares the token embedding matrix',
         emb_init_std='std of the token/position embedding init (1.0 = nn.Embedding)',
         linear_init="'gpt2' (N(0, 0.02), scaled residual projections) or 'pytorch'",
+        pos_emb="positions: 'learned' (GPT-2's table) or 'rope' (rotary: relative positions)",
         future_head_weights='weights of the n_future heads in the loss, e.g. [1.0, 0.5]; None: equal',
     ),
     'optimizer (AdamW, linear warmup then cosine decay)': dict(
@@ -532,6 +543,8 @@ def check_config(cfg):
         bad('grad_clip', "must be >= 0 (0 = no clipping, only the norm is measured)")
     if cfg['linear_init'] not in LINEAR_INITS:
         bad('linear_init', f"choose one of {', '.join(LINEAR_INITS)}")
+    if cfg['pos_emb'] not in POS_EMBS:
+        bad('pos_emb', f"choose one of {', '.join(POS_EMBS)}")
     if cfg['attn_impl'] not in ('auto', 'sdpa', 'flex'):
         bad('attn_impl', "choose auto, sdpa or flex")
     check_device_keys(cfg)

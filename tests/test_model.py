@@ -1,9 +1,12 @@
 """The masked cross-entropy and the attention mask of the one GPT."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+import model as model_mod
 from model import GPT, GPTConfig, build_attn_mask, future_targets, supervised_weights
 
 
@@ -275,3 +278,34 @@ def test_which_targets_are_real_causal_vs_bidirectional():
     assert supervised_weights(y, None, all_real, causal=True).item() == 15.0  # = no mask
     with pytest.raises(ValueError, match='needs causal='):
         supervised_weights(y, None, am)
+
+
+def test_rotary_scores_depend_on_relative_positions_only():
+    """q at i, k at j: the rotated dot product is a function of i - j (and norms are kept)."""
+    torch.manual_seed(0)
+    cos, sin = model_mod.rotary(40, 16, 'cpu')
+    q, k = torch.randn(16), torch.randn(16)
+    rot = lambda v, t: model_mod.apply_rotary(v.expand(1, 1, 40, 16), cos, sin)[0, 0, t]  # noqa: E731
+    assert rot(q, 7).norm() == pytest.approx(q.norm().item(), rel=1e-5)
+    for i, j in ((5, 2), (30, 27), (3, 0)):  # the same offset 3 anywhere
+        assert (rot(q, i) @ rot(k, j)).item() == pytest.approx(
+            (rot(q, 8) @ rot(k, 5)).item(), abs=1e-4
+        )
+    assert abs((rot(q, 8) @ rot(k, 5)).item() - (rot(q, 8) @ rot(k, 1)).item()) > 1e-3
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_rope_model_has_no_position_table_and_masks_like_learned(causal):
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=16, vocab_size=20, n_layer=2, n_head=2, n_embd=16, causal=causal)
+    model = GPT(dataclasses.replace(cfg, pos_emb='rope')).eval()
+    assert 'wpe' not in model.transformer and not any(
+        'wpe' in n for n, _ in model.named_parameters()
+    )
+    x = torch.randint(20, (3, 16))
+    am = torch.arange(16) < torch.tensor([[16], [9], [4]])
+    logits, _ = model(x, attention_mask=am)
+    x2 = torch.where(am, x, (x + 7) % 20)  # tokens behind the mask changed
+    assert torch.allclose(model(x2, attention_mask=am)[0][am], logits[am], atol=1e-5)
+    with pytest.raises(ValueError, match="pos_emb='alibi'"):
+        GPT(dataclasses.replace(cfg, pos_emb='alibi'))

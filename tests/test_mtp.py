@@ -95,8 +95,9 @@ def test_no_nan_when_a_head_has_nothing_to_supervise():
 
 
 @pytest.mark.parametrize('k', [2, 4])
-def test_speculative_decoding_equals_greedy_head1(k):
-    model = model_k(k)
+@pytest.mark.parametrize('pos_emb', ['learned', 'rope'])  # rope: the heads' blocks rotate too
+def test_speculative_decoding_equals_greedy_head1(k, pos_emb):
+    model = model_k(k, pos_emb=pos_emb)
     prompt = torch.tensor([[1, 2, 3]])
     want = model.generate(prompt, 30, temperature=0)
     got, stats = speculative_generate(model, prompt, 30)  # crosses block_size=24: cropping

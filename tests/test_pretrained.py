@@ -130,6 +130,9 @@ def test_export_refuses_or_says_what_it_cannot_represent(tmp_path, capsys):
     our_checkpoint(tmp_path / 'bi.pt', GPT2, causal=False)
     with pytest.raises(ConfigError, match=r"bidirectional\).*GPT2LMHeadModel is causal"):
         export.main([f'--ckpt={tmp_path}/bi.pt', f'--out={tmp_path}/x'])
+    our_checkpoint(tmp_path / 'rope.pt', GPT2, pos_emb='rope')
+    with pytest.raises(ConfigError, match=r"pos_emb='rope': GPT2LMHeadModel has learned positions"):
+        export.main([f'--ckpt={tmp_path}/rope.pt', f'--out={tmp_path}/x'])
     itos = {i: c for i, c in enumerate('\n abcdefgh')}
     chars = {'vocab_size': 10, 'itos': itos, 'stoi': {c: i for i, c in itos.items()}}
     ours = our_checkpoint(tmp_path / 'char.pt', chars)
