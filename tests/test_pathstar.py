@@ -300,8 +300,8 @@ def test_training_on_pathstar_reports_path_accuracy(tmp_path):
         '--dataset=g',
         '--objective=pathstar',
         f'--out_dir={tmp_path}/out',
-        '--max_iters=60',
-        '--eval_interval=60',
+        '--max_iters=120',  # p1 is 0.88-1.0 at 120 over seeds 1337/1/2, 0.26 at 60 (too close)
+        '--eval_interval=120',
         '--pathstar_eval_rows=50',
         '--batch_size=32',
     ]
@@ -310,7 +310,7 @@ def test_training_on_pathstar_reports_path_accuracy(tmp_path):
     assert ev[-1]['val'] < ev[0]['val'] - 0.3
     assert 0 <= ev[-1]['val_path_acc'] <= 1 and len(ev[-1]['val_pos_acc'].split()) == 3
     assert (
-        float(ev[-1]['val_pos_acc'].split()[0]) > 0.3
+        float(ev[-1]['val_pos_acc'].split()[0]) > 0.5
     )  # p1 = s, copied from the query (chance 1/8)
     out = pathstar.main([f'--evaluate={tmp_path}/out/ckpt.pt', '--num_eval=50'])
     assert out['val']['exact_match'] == pytest.approx(ev[-1]['val_path_acc'])
