@@ -67,9 +67,33 @@ def cosine(warmup, min_lr):
     return ['--decay_lr=True', f'--warmup_iters={warmup}', f'--min_lr={min_lr}']
 
 
+LR3 = ['--learning_rate=3e-3']
 SWEEP = {  # name -> flags on top of NEW: what shortens the plateau (issue 22)
     'recipe': [],
     **{f'lr{lr}': [f'--learning_rate={lr}'] for lr in ('2e-3', '3e-3', '5e-3', '1e-2')},
+    # on top of lr 3e-3: tokens per step, the masking-ratio distribution, heads, schedule, Adam
+    'lr3e-3_bs256': LR3 + ['--batch_size=256'],
+    'lr5e-3_bs256': ['--learning_rate=5e-3', '--batch_size=256'],
+    'lr3e-3_bs64': LR3 + ['--batch_size=64'],
+    'lr3e-3_bs32': LR3 + ['--batch_size=32'],
+    'lr2e-3_bs64': ['--learning_rate=2e-3', '--batch_size=64'],
+    'lr2e-3_bs32': ['--learning_rate=2e-3', '--batch_size=32'],
+    'lr3e-3_tpow2': LR3 + ['--mask_t_power=2.0'],
+    'lr3e-3_tpow0.5': LR3 + ['--mask_t_power=0.5'],
+    'lr3e-3_bs64_tpow0.5': LR3 + ['--batch_size=64', '--mask_t_power=0.5'],
+    'lr3e-3_invt': LR3 + ['--unmasking_loss=inv_t', '--mask_t_min=0.2', '--mask_min_one=True'],
+    'lr3e-3_tclamp': LR3 + ['--mask_t_min=0.2', '--mask_min_one=True'],
+    'lr3e-3_iid_t': LR3 + ['--mask_stratified=False'],
+    'lr3e-3_heads2': LR3 + ['--n_head=2'],
+    'lr3e-3_heads8': LR3 + ['--n_head=8'],
+    'lr3e-3_cosine': LR3 + cosine(100, 3e-4),
+    'lr5e-3_cosine': ['--learning_rate=5e-3'] + cosine(200, 5e-4),
+    'lr3e-3_beta2_0.99': LR3 + ['--beta2=0.99'],
+    'lr3e-3_beta1_0.8': LR3 + ['--beta1=0.8'],
+    'lr3e-3_online': LR3 + ['--pathstar_online=True'],
+    # equal FLOPs per token (~12 L C^2): 3 x 64 = 2 x 80 = 4 x 56 = 6 x 44 (heads of 16 or 20)
+    'lr3e-3_2x80': LR3 + ['--n_layer=2', '--n_embd=80'],
+    'lr3e-3_4x56': LR3 + ['--n_layer=4', '--n_embd=56'],
 }
 ROWS = {**{k: (OLD, v) for k, v in ABLATION.items()}, **{k: (NEW, v) for k, v in SWEEP.items()}}
 EVAL = re.compile(r'^step (\d+): (.*)$')
@@ -157,7 +181,7 @@ def cell(s, steps):
     if s['solved'] is not None:
         return f"{s['solved']:,} ({s['left']:,})"
     if s['step'] >= steps:
-        return f">{steps:,} ({float(s['conf']):.2f})"
+        return f">{s['step']:,} ({float(s['conf']):.2f})"
     return f"(at {s['step']:,}: {float(s['conf']):.2f})"
 
 
@@ -176,6 +200,11 @@ def main(argv=None):
     p.add_argument('--out_root', default='out-ablation')
     p.add_argument('--reuse', action='store_true', help='only print the table of existing logs')
     p.add_argument('--rerun', action='store_true', help='also train (row, seed)s already done')
+    p.add_argument(
+        '--extend',
+        action='store_true',
+        help='resume runs that ended unsolved at a smaller --steps (constant lr: the same run)',
+    )
     p.add_argument('--list', action='store_true')
     a = p.parse_args(argv)
     os.chdir(ROOT)
@@ -245,9 +274,14 @@ def run(jobs, a):
             n, seed = todo.pop(0)
             cmd, log = command(n, a, seed)
             os.makedirs(os.path.dirname(log), exist_ok=True)
-            print(f"python {' '.join(cmd)} > {log}", flush=True)
+            more = a.extend and summary(log, a.solved) is not None and not a.rerun
+            cmd += ['--init_from=resume'] if more else []  # from its last checkpoint, log appended
+            print(f"python {' '.join(cmd)} {'>>' if more else '>'} {log}", flush=True)
             proc = subprocess.Popen(
-                [sys.executable, *cmd], stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=env
+                [sys.executable, *cmd],
+                stdout=open(log, 'a' if more else 'w'),
+                stderr=subprocess.STDOUT,
+                env=env,
             )
             running.append((n, seed, log, proc))
         time.sleep(5)
