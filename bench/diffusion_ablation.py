@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 import pathstar  # noqa: E402
 
 OLD = 'config/diffusion_pathstar_d2_l5_gpt2init.py'  # the earlier recipe (on the plateau)
-NEW = 'config/diffusion_pathstar_d2_l5.py'  # the recipe of issue 14, the sweep's base
+NEW = 'config/diffusion_pathstar_d2_l5.py'  # the current recipe, the sweep's base
 DATA = ['--mode=incontext', '--d=2', '--l=5', '--N=50']
 # the optimizer of a plain AdamW script: each one on its own, then all four
 OPT = {
@@ -69,8 +69,8 @@ def cosine(warmup, min_lr):
 
 LR3 = ['--learning_rate=3e-3']
 SWEEP = {  # name -> flags on top of NEW: what shortens the plateau (issue 22)
-    'recipe': [],
-    **{f'lr{lr}': [f'--learning_rate={lr}'] for lr in ('2e-3', '3e-3', '5e-3', '1e-2')},
+    # the learning rate (issue 14's recipe: 1e-3; the config now has 3e-3)
+    **{f'lr{lr}': [f'--learning_rate={lr}'] for lr in ('1e-3', '2e-3', '3e-3', '5e-3', '1e-2')},
     # on top of lr 3e-3: tokens per step, the masking-ratio distribution, heads, schedule, Adam
     'lr3e-3_bs256': LR3 + ['--batch_size=256'],
     'lr5e-3_bs256': ['--learning_rate=5e-3', '--batch_size=256'],
@@ -86,6 +86,9 @@ SWEEP = {  # name -> flags on top of NEW: what shortens the plateau (issue 22)
     'lr3e-3_iid_t': LR3 + ['--mask_stratified=False'],
     'lr3e-3_heads2': LR3 + ['--n_head=2'],
     'lr3e-3_heads8': LR3 + ['--n_head=8'],
+    'lr3e-3_heads16': LR3 + ['--n_head=16'],
+    'lr3e-3_emb0.3': LR3 + ['--emb_init_std=0.3'],
+    'lr3e-3_emb3': LR3 + ['--emb_init_std=3.0'],
     'lr3e-3_cosine': LR3 + cosine(100, 3e-4),
     'lr5e-3_cosine': ['--learning_rate=5e-3'] + cosine(200, 5e-4),
     'lr3e-3_beta2_0.99': LR3 + ['--beta2=0.99'],
