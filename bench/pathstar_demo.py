@@ -71,7 +71,10 @@ DECODINGS = [
     ('random order', 'random', 'below confidence'),
     ('one parallel pass', 'parallel', 'low'),
 ]
-SEC_PER_STEP = {'pathstar': 0.08, 'unmasking': 0.135}  # one thread here (make demo, measured)
+# wall seconds per step of a demo run, its evaluations included, two runs side by side on 2 idle
+# cores (make demo on a clean clone, docs/RESULTS.md: 4.0 min for 1,500 next-token steps, 20.8 min
+# for 9,000 denoiser steps)
+SEC_PER_STEP = {'pathstar': 0.16, 'unmasking': 0.14}
 
 
 def last_eval(log, max_iters):
