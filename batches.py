@@ -441,7 +441,8 @@ class MaskedSource(Source):
     tokens; only answer positions [answer_start, answer_start + answer_len) are masked, the
     graph and query stay visible; PAD (meta['special_tokens']['PAD']) is never attended to.
     Masking ratio t ~ U(mask_eps, 1) per row (stratified over the batch or i.i.d.), then
-    t = max(t, mask_t_min); mask_min_one: at least one masked position per row."""
+    t = max(t ** mask_t_power, mask_t_min) (power > 1: more low-t rows, density ~ t^(1/p - 1));
+    mask_min_one: at least one masked position per row."""
 
     causal = False
     denoiser = None  # a frozen checkpoint drafting wrong tokens (remasking, hybrid), see proposals
@@ -449,6 +450,7 @@ class MaskedSource(Source):
         'mask_eps': 1e-3,
         'mask_stratified': True,
         'mask_t_min': 0.0,
+        'mask_t_power': 1.0,
         'mask_min_one': False,
         'pathstar_online': False,
     }
@@ -491,6 +493,8 @@ class MaskedSource(Source):
         for key in ('mask_eps', 'mask_t_min'):
             if not 0.0 <= cfg[key] <= 1.0:
                 raise ConfigError(f"--{key}={cfg[key]}: a masking ratio, must be in [0, 1]")
+        if cfg['mask_t_power'] <= 0:
+            raise ConfigError(f"--mask_t_power={cfg['mask_t_power']}: must be > 0 (1: uniform t)")
         for key in ('remasking_temperature', 'hybrid_temperature'):
             if cfg.get(key, 0) < 0:
                 raise ConfigError(f"--{key}={cfg[key]}: must be >= 0 (0 = argmax)")
@@ -519,7 +523,7 @@ class MaskedSource(Source):
         c = self.cfg
         tok, maskable, attn = self.clean(split, batch_size, gen)
         t = diffusion.draw_t(batch_size, c['mask_eps'], c['mask_stratified'], gen)
-        t = t.clamp(min=c['mask_t_min'])
+        t = (t ** c['mask_t_power']).clamp(min=c['mask_t_min'])
         masked = diffusion.draw_mask(maskable, t, gen, c['mask_min_one'])
         return tok, maskable, attn, t, masked
 

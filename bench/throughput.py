@@ -1,6 +1,7 @@
 """
 Training-step throughput for a config: ms/step (median after warm-up), tokens/s, the share
-of the step spent in the batch function, and peak memory (CUDA) — the same train.py code path.
+of the step spent in the batch function, peak memory (CUDA) and the first step's seconds (with
+--compile=True: the cold compile) — the same train.py code path.
 
     python bench/throughput.py config/train_shakespeare_char.py --device=cpu --compile=False
     python bench/throughput.py ... --bench_steps=30  (any train.py key works)
@@ -67,6 +68,8 @@ def measure(cfg, steps=20, warmup=5, explicit=None):
         t0 = time.perf_counter()
         t_batch = step()
         sync()
+        if i == 0:  # with --compile=True: the cold compile
+            first = time.perf_counter() - t0
         if i >= warmup:
             step_t.append(time.perf_counter() - t0)
             batch_t.append(t_batch)
@@ -82,6 +85,7 @@ def measure(cfg, steps=20, warmup=5, explicit=None):
         'tokens_per_s': tokens / (ms / 1000),
         'batch_share': statistics.median(batch_t) / statistics.median(step_t),
         'peak_mem_mib': peak,
+        'first_step_s': first,
     }
 
 
@@ -95,7 +99,8 @@ def main(argv=None):
         f"{cfg['objective']} {cfg['dataset']} B={cfg['batch_size']} T={cfg['block_size']} "
         f"L={cfg['n_layer']} C={cfg['n_embd']} threads={torch.get_num_threads()}: "
         f"{r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, batch function "
-        f"{100 * r['batch_share']:.1f}% of the step, peak memory {r['peak_mem_mib']:.0f} MiB"
+        f"{100 * r['batch_share']:.1f}% of the step, peak memory {r['peak_mem_mib']:.0f} MiB, "
+        f"first step {r['first_step_s']:.1f} s"
     )
     if cfg['bench_json']:  # one machine-readable line for bench/objectives.py
         print('JSON ' + json.dumps(r))

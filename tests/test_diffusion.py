@@ -379,3 +379,20 @@ def test_inv_t_loss_is_ce_over_t_summed_over_the_maskable_count(data_root):
     assert torch.equal(plain['x'], micro[0]['x']) and 'norm_mask' not in plain  # same draw
     with pytest.raises(ConfigError, match="--unmasking_loss='x'"):
         make_source(data_root, unmasking_loss='x')
+
+
+def test_mask_t_power_draws_more_low_t_rows(data_root):
+    """mask_t_power=p: t = U(eps, 1) ** p from the same draw (p=2: mean ~1/3, half the rows
+    below 1/4), the mask tracks the new t, and the floor still applies after the power."""
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    u = make_source(data_root).get_batch('train', 512, gen())
+    b = make_source(data_root, mask_t_power=2.0).get_batch('train', 512, gen())
+    assert torch.allclose(b['t'], u['t'] ** 2)
+    assert b['t'].mean().item() == pytest.approx(1 / 3, abs=0.01)
+    assert (b['t'] < 0.25).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    masked = b['x'] == base_vocab(data_root)
+    assert masked.float().sum() / (b['t'].sum() * 32) == pytest.approx(1.0, abs=0.05)
+    floor = make_source(data_root, mask_t_power=2.0, mask_t_min=0.2).get_batch('train', 512, gen())
+    assert torch.equal(floor['t'], (u['t'] ** 2).clamp(min=0.2))
+    with pytest.raises(ConfigError, match='--mask_t_power=0.0: must be > 0'):
+        make_source(data_root, mask_t_power=0.0)
