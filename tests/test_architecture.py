@@ -20,6 +20,7 @@ LAYERS = {
     'chat': 4,
     'diffusion': 4,
     'pathstar': 5,
+    'tasks': 5,
     'batches': 6,
     'train': 7,
     'sample': 7,
