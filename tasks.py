@@ -39,7 +39,7 @@ import torch
 
 import diffusion
 from configurator import run_cli
-from utils import DataError, token_dtype, write_dataset_dir
+from utils import DataError, TokenFile, load_meta, token_dtype, write_dataset_dir
 
 TASKS = ('naesat', 'sudoku')
 TIERS = ('naked', 'hidden', 'search')
@@ -326,8 +326,12 @@ def make_sudoku(givens, tier, num_train, num_val, seed=0, chunk=20_000, quiet=Fa
                 )
             if not quiet:
                 rate = have / max(time.time() - t0, 1e-9)
-                print(f"\r{split}: {min(have, want):,}/{want:,} ({rate:,.0f}/s)", end='',
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"\r{split}: {min(have, want):,}/{want:,} ({rate:,.0f}/s)",
+                    end='',
+                    file=sys.stderr,
+                    flush=True,
+                )
         if not quiet:
             print(file=sys.stderr)
         out[split] = np.concatenate(parts)[:want]
@@ -377,6 +381,19 @@ def path_valid(rows, answers, meta):
     return (answers[:, 0] == s) & (answers[:, -1] == g) & edges
 
 
+def wrong_arm(rows, meta):
+    """(n, l-1): the nodes, from s's child down to its leaf, of an arm that does not lead to g
+    (of the rows' own graphs; the layout of path_valid): the wrong decision a planner can make."""
+    rows = np.asarray(rows)
+    E, a = meta['d'] * (meta['l'] - 1), meta['answer_start']
+    u, v = rows[:, 0 : 3 * E : 3], rows[:, 1 : 3 * E : 3]  # (n, E) edges u -> v
+    s, on_path = rows[:, 3 * E], rows[:, a + 1]  # s and the goal arm's first node
+    arm = [np.where((u == s[:, None]) & (v != on_path[:, None]), v, -1).max(1)]
+    for _ in range(meta['l'] - 2):
+        arm.append(np.where(u == arm[-1][:, None], v, -1).max(1))
+    return np.stack(arm, 1)
+
+
 # ------------------------------------------------------------------------ decoding + scores
 def task_of(meta):
     """'naesat', 'sudoku' or 'pathstar' (in-context path-star rows), else None."""
@@ -404,14 +421,15 @@ def score(rows, out, meta):
 def decode(model, rows, meta, steps, device='cpu', batch_size=500, seed=0, **sampler):
     """Decode the answer span of `rows` (n, row_len) (NAE-SAT: the whole row, unconditional)
     with `steps` sampler steps; `sampler`: diffusion.diffusion_sample's options (order, remask,
-    temperature, ...; mask/vocab ids from meta). Returns (out (n, row_len) long, nfe per row).
+    temperature, ...; mask/vocab ids from meta). Returns (out (n, row_len) long, info): info
+    'nfe' = forward passes per row, 'remasked' (n,) = tokens sent back per row.
     Draws come from one generator seeded by `seed`, so every strategy sees the same seed."""
     base, mask_id, wrong_id = diffusion.vocab_ids(meta)
     a, L = meta['answer_start'], meta['answer_len']
     pad = (meta.get('special_tokens') or {}).get('PAD')
     gen = torch.Generator().manual_seed(seed)
     rows = torch.as_tensor(np.asarray(rows), dtype=torch.long)
-    outs, nfe = [], 0
+    outs, remasked, nfe = [], [], 0
     for chunk in rows.split(batch_size):
         canvas = chunk.clone()
         canvas[:, a : a + L] = mask_id
@@ -429,7 +447,22 @@ def decode(model, rows, meta, steps, device='cpu', batch_size=500, seed=0, **sam
         )
         outs.append(x.cpu())
         nfe = info['nfe']
-    return torch.cat(outs), nfe
+        back = info['remasked']
+        remasked.append(torch.stack(back).sum(0).cpu() if back else torch.zeros(len(chunk)))
+    return torch.cat(outs), {'nfe': nfe, 'remasked': torch.cat(remasked)}
+
+
+def val_rows(ckpt):
+    """(n, row_len) int64 val rows of the dataset a masked-diffusion checkpoint was trained on."""
+    cfg, meta = ckpt.get('config') or {}, ckpt['meta']
+    data_dir = os.path.join(cfg['data_root'], cfg['dataset'])
+    if meta.get('args') != (load_meta(data_dir, required=False) or {}).get('args'):
+        raise DataError(
+            f"{data_dir} is not the dataset {ckpt['path']} was trained on (other generation "
+            f"arguments): re-make it with {meta.get('prepare', 'its prepare command')}"
+        )
+    file_meta = {**meta, 'vocab_size': meta['base_vocab_size']}
+    return TokenFile(data_dir, 'val', file_meta).rows(meta['row_len']).numpy()
 
 
 def mean_se(x):

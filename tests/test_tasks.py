@@ -2,6 +2,9 @@
 not, train and val are disjoint, and decoding + scoring run end to end; the sampler's ReMDM-cap
 schedule, pre-committed canvases and exact NFE counts for every strategy (diffusion.py)."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,8 @@ import torch
 import diffusion
 import pathstar
 import tasks
+import train
+from conftest import ROOT, TINY
 from utils import DataError, load_meta
 
 
@@ -86,6 +91,11 @@ def test_path_checker_on_generated_rows_and_wrong_paths():
     skip = ans.copy()
     skip[:, 2] = skip[:, 3]  # a node repeated: no such edge
     assert not tasks.path_valid(val, skip, meta).any()
+    arm = tasks.wrong_arm(val, meta)  # s, then another arm: a valid path to another leaf
+    other_goal = val.copy()
+    other_goal[:, 3 * 3 * 4 + 1] = arm[:, -1]
+    assert tasks.path_valid(other_goal, np.concatenate([ans[:, :1], arm], 1), meta).all()
+    assert not (arm[:, :, None] == ans[:, None, :]).any()  # no node of the true path
 
 
 class Oracle(torch.nn.Module):
@@ -109,8 +119,8 @@ def masked_meta(meta):
 def test_decode_and_score_end_to_end(sudoku, order):
     _, val, meta = sudoku
     meta = masked_meta(meta)
-    out, nfe = tasks.decode(Oracle(val, 12), val, meta, 27, order=order, temperature=0)
-    assert nfe == 27 and np.array_equal(out.numpy(), val)
+    out, info = tasks.decode(Oracle(val, 12), val, meta, 27, order=order, temperature=0)
+    assert info['nfe'] == 27 and np.array_equal(out.numpy(), val)
     assert tasks.score(val, out.numpy(), meta).tolist() == [1.0] * len(val)
     wrong = out.numpy().copy()
     wrong[:, [81, 82]] = wrong[:, [82, 81]]
@@ -122,8 +132,15 @@ def test_decode_and_score_end_to_end(sudoku, order):
 
 
 def test_tasks_cli_writes_a_dataset_and_refuses_bad_flags(tmp_path):
-    out = tasks.main(['--task=sudoku', '--givens=45', '--num_train=40', '--num_val=10',
-                      f'--data_root={tmp_path}'])  # fmt: skip
+    out = tasks.main(
+        [
+            '--task=sudoku',
+            '--givens=45',
+            '--num_train=40',
+            '--num_val=10',
+            f'--data_root={tmp_path}',
+        ]
+    )
     meta = load_meta(out)
     assert meta['objective'] == 'unmasking' and meta['task'] == 'sudoku'
     assert meta['prepare'].startswith('python tasks.py --task=sudoku --givens=45')
@@ -158,10 +175,19 @@ def test_every_strategy_counts_its_forward_passes(order, remask, schedule):
     den = Counter(7, wrong)
     rem = Counter(7, wrong) if remask == 'learned' else None
     out, info = diffusion.diffusion_sample(
-        den, torch.full((3, L), mask), 8, mask, base, order=order, remask=remask,
-        remasker=rem, wrong_id=wrong, remask_ratio=0.5, remask_schedule=schedule,
+        den,
+        torch.full((3, L), mask),
+        8,
+        mask,
+        base,
+        order=order,
+        remask=remask,
+        remasker=rem,
+        wrong_id=wrong,
+        remask_ratio=0.5,
+        remask_schedule=schedule,
         remask_threshold=0.0,
-    )  # fmt: skip
+    )
     calls = den.calls + (rem.calls if rem else 0)
     assert info['nfe'] == calls == (2 * 8 - 1 if remask == 'learned' else 8)
     assert not (out == mask).any()
@@ -172,17 +198,30 @@ def test_remdm_cap_schedule():
     den = Counter(5)
     # eta = 1: after step 0 of 4 (3 committed, 6 after the next step), sigma = min(1, 6 / 3) = 1
     _, info = diffusion.diffusion_sample(
-        den, torch.full((4, L), mask), 4, mask, 5, remask='random', remask_ratio=1.0,
+        den,
+        torch.full((4, L), mask),
+        4,
+        mask,
+        5,
+        remask='random',
+        remask_ratio=1.0,
         remask_schedule='cap',
-    )  # fmt: skip
+    )
     assert info['remasked'][0].tolist() == [3] * 4
     # the step before the last: (1 - alpha_s) = 0, nothing goes back, so the last step fills
     assert info['remasked'][-1].tolist() == [0] * 4
     # eta caps sigma: step 3 of 16 on 64 positions, 16 committed: sigma = min(0.1, 44 / 16)
     _, info = diffusion.diffusion_sample(
-        den, torch.full((2000, 64), mask), 16, mask, 5, remask='random', remask_ratio=0.1,
-        remask_schedule='cap', gen=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+        den,
+        torch.full((2000, 64), mask),
+        16,
+        mask,
+        5,
+        remask='random',
+        remask_ratio=0.1,
+        remask_schedule='cap',
+        gen=torch.Generator().manual_seed(0),
+    )
     assert info['remasked'][3].double().mean().item() == pytest.approx(0.1 * 16, abs=0.1)
 
 
@@ -202,9 +241,117 @@ def test_precommitted_free_positions_can_be_revised():
     free = torch.ones(2, L, dtype=torch.bool)
     for remask, fixed in (('none', True), ('self', False)):
         out, info = diffusion.diffusion_sample(
-            Prefers(), canvas, 4, mask, 5, order='confidence', remask=remask, wrong_id=6,
-            remask_ratio=1.0, free=free,
-        )  # fmt: skip
+            Prefers(),
+            canvas,
+            4,
+            mask,
+            5,
+            order='confidence',
+            remask=remask,
+            wrong_id=6,
+            remask_ratio=1.0,
+            free=free,
+        )
         assert (out[:, 0] == 3).all() == fixed  # self remasking sent it back and redrew it
     out, _ = diffusion.diffusion_sample(Prefers(), canvas, 4, mask, 5, remask='self', wrong_id=6)
     assert (out[:, 0] == 3).all()  # without free, position 0 is prompt: never revised
+
+
+# ---------------------------------------------------------------- configs and bench scripts
+TASK_CONFIGS = (
+    'diffusion_naesat_n10_p110',
+    'diffusion_naesat_n25_p275',
+    'diffusion_sudoku',
+    'hybrid_naesat_n10_p110',
+    'remask_naesat_n10_p110',
+)
+
+
+@pytest.mark.parametrize('name', TASK_CONFIGS)
+def test_task_configs_load_and_name_the_dataset_their_data_line_makes(name):
+    from configurator import load_config
+
+    path = os.path.join(ROOT, 'config', f'{name}.py')
+    cfg, _ = load_config(train.DEFAULTS, [path])
+    assert cfg['objective'] in ('unmasking', 'hybrid', 'remasking')
+    text = open(path).read()
+    if '# Data: python tasks.py' in text:
+        flags = text.split('# Data: python tasks.py')[1].split('\n')[0].split()
+        assert cfg['dataset'] == tasks.default_name(tasks.arg_parser().parse_args(flags))
+
+
+def bench(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'bench', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def tiny_run(data_root, dataset, objective, out, *extra):
+    train.main(
+        TINY
+        + [
+            f'--data_root={data_root}',
+            f'--dataset={dataset}',
+            f'--objective={objective}',
+            f'--out_dir={out}',
+            '--max_iters=2',
+            '--eval_interval=2',
+            '--diffusion_eval_rows=8',
+            '--block_size=64',
+            *extra,
+        ]
+    )
+    return os.path.join(out, 'ckpt.pt')
+
+
+def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
+    root = str(tmp_path)
+    tasks.main(
+        [
+            '--task=naesat',
+            '--N=6',
+            '--P=18',
+            '--num_train=200',
+            '--num_val=40',
+            f'--data_root={root}',
+        ]
+    )
+    den = tiny_run(root, 'naesat_n6_p18', 'unmasking', tmp_path / 'den')
+    rem = tiny_run(root, 'naesat_n6_p18', 'remasking', tmp_path / 'rem', f'--init_from={den}')
+    hyb = tiny_run(root, 'naesat_n6_p18', 'hybrid', tmp_path / 'hyb')
+    ev = bench('tasks_eval')
+    res = ev.main(
+        [
+            f'--denoiser={den},{den}',
+            f'--hybrid={hyb}',
+            f'--remaskers=u:{rem}',
+            '--num_eval=16',
+            '--nfe=L/4,5',
+            '--orders=random,margin',
+        ]
+    )
+    assert {r['budget'] for r in res} == {6, 5}
+    for r in res:
+        learned = r['remask'] == 'learned'
+        assert r['nfe'] == (2 * r['steps'] - 1 if learned else r['steps']) <= r['budget']
+        assert len(r['seeds']) == (1 if r['strategy'].startswith('hybrid') else 2)
+        assert 0.0 <= r['mean'] <= 1.0
+    labels = {r['strategy'] for r in res}
+    assert 'hybrid: top-prob-margin, remask self' in labels
+    assert 'random (vanilla), learned remask (u)' in labels
+    pathstar.main(
+        [
+            '--mode=incontext',
+            '--d=2',
+            '--l=5',
+            '--N=20',
+            '--num_train=200',
+            '--num_val=40',
+            f'--data_root={root}',
+        ]
+    )
+    ph = tiny_run(root, 'incontext_pathstar_d2_l5_n20', 'hybrid', tmp_path / 'ph')
+    out = bench('pathstar_revision').main([f'--hybrid={ph}', '--num_eval=40'])
+    assert out['forced_none'] == 0.0 and out['fixed_none'] == 0.0  # the wrong node stays
+    assert 0.0 <= out['flagged'] <= 1.0
