@@ -127,13 +127,26 @@ def _units():
 UNITS, CELL_UNITS = _units()
 
 
-def candidates(grid):
-    """grid (n, 81) in 0..9 (0 = empty) -> (n, 81, 9) bool: digit d+1 fits the empty cell
-    (absent from its row, column and box); all False at filled cells."""
-    onehot = np.eye(10, dtype=bool)[grid][..., 1:]  # (n, 81, 9)
-    used = onehot[:, UNITS].any(2)  # (n, 27, 9): digits present in each unit
-    blocked = used[:, CELL_UNITS].any(2)  # (n, 81, 9)
-    return ~blocked & (grid == 0)[..., None]
+POPCOUNT = np.array([bin(i).count('1') for i in range(512)])  # digits in a 9-bit mask
+LOG2 = np.zeros(512, np.int64)  # the digit index of a one-digit mask
+LOG2[1 << np.arange(9)] = np.arange(9)
+
+
+def unit_masks(grid):
+    """grid (n, 81) in 0..9 (0 = empty) -> (n, 27) int: bit d set iff digit d+1 is in unit u."""
+    bits = np.where(grid > 0, 1 << np.clip(grid - 1, 0, 8), 0)
+    return np.bitwise_or.reduce(bits[:, UNITS], axis=2)
+
+
+def seen_masks(used):
+    """(n, 27) unit masks -> (n, 81): the digits each cell's row, column and box show."""
+    return used[:, CELL_UNITS[:, 0]] | used[:, CELL_UNITS[:, 1]] | used[:, CELL_UNITS[:, 2]]
+
+
+def free_masks(grid):
+    """(n, 81) int: bit d set iff digit d+1 fits the empty cell (absent from its row, column
+    and box); 0 at filled cells."""
+    return np.where(grid == 0, 511 & ~seen_masks(unit_masks(grid)), 0)
 
 
 def propagate(grid, hidden):
@@ -143,10 +156,10 @@ def propagate(grid, hidden):
     a valid solution they always agree with it."""
     g = np.array(grid, dtype=np.int64)
     while True:
-        cand = candidates(g)
-        fill = np.where(cand.sum(2) == 1, cand.argmax(2) + 1, 0)  # naked singles
+        free = free_masks(g)
+        fill = np.where(POPCOUNT[free] == 1, LOG2[free] + 1, 0)  # naked singles
         if hidden:
-            in_unit = cand[:, UNITS]  # (n, 27, 9 cells, 9 digits)
+            in_unit = (free[:, UNITS][..., None] >> np.arange(9)) & 1  # (n, 27, 9 cells, 9)
             once = in_unit.sum(2) == 1  # (n, 27, 9): digit d has one place in unit u
             b, u, d = np.nonzero(once)
             cell = UNITS[u, in_unit[b, u, :, d].argmax(1)]
@@ -162,17 +175,17 @@ def random_grids(rng, n):
     most-constrained-first order with uniform digits among the candidates; a grid that runs
     into a cell with no candidate is dropped (no backtracking: vectorised over the batch)."""
     g = np.zeros((n, 81), np.int64)
-    used = np.zeros((n, 27, 9), bool)  # digit d+1 is in unit u
+    used = np.zeros((n, 27), np.int64)  # unit masks, kept up to date
     alive, ar = np.ones(n, bool), np.arange(n)
     for _ in range(81):
-        cand = ~used[:, CELL_UNITS].any(2) & (g == 0)[..., None]  # (n, 81, 9)
-        count = np.where(g == 0, cand.sum(2), 99) + 0.5 * rng.random((n, 81))  # random ties
+        free = np.where(g == 0, 511 & ~seen_masks(used), 0)
+        count = np.where(g == 0, POPCOUNT[free], 99) + 0.5 * rng.random((n, 81))  # random ties
         cell = count.argmin(1)
-        c = cand[ar, cell]  # (n, 9)
+        c = (free[ar, cell][:, None] >> np.arange(9)) & 1  # (n, 9)
         alive &= c.any(1)
         digit = (rng.random((n, 9)) * c).argmax(1)
         g[ar, cell] = np.where(alive, digit + 1, 0)
-        used[ar[:, None], CELL_UNITS[cell], digit[:, None]] |= alive[:, None]
+        used[ar[:, None], CELL_UNITS[cell]] |= np.where(alive, 1 << digit, 0)[:, None]
     return g[alive]
 
 
@@ -183,9 +196,8 @@ def naked_removals(rng, solutions, givens):
     p = np.array(solutions, dtype=np.int64)
     ar = np.arange(len(p))
     for _ in range(81 - givens):
-        used = (np.eye(10, dtype=bool)[p][..., 1:])[:, UNITS].any(2)  # (n, 27, 9)
-        seen = used[:, CELL_UNITS].any(2).sum(2)  # (n, 81): digits a cell's units show
-        removable = (p > 0) & (seen == 9) & ((p > 0).sum(1) > givens)[:, None]
+        seen = seen_masks(unit_masks(p))  # (n, 81): its own digit + the 8 others = 511
+        removable = (p > 0) & (seen == 511) & ((p > 0).sum(1) > givens)[:, None]
         if not removable.any():
             break
         cell = (removable * rng.random(p.shape)).argmax(1)
