@@ -2,7 +2,7 @@
 # recipe of ../shared/reference/mdm_naesat_ref.py with the repo's model and trainer: 3 x 96,
 # PyTorch init, untied head, plain AdamW 1e-3 (no weight decay, constant lr, no clipping),
 # batch 64, t ~ U(eps, 1) i.i.d. per row, mean CE over masked tokens; unconditional generation
-# (the whole row is maskable). Eval: observation accuracy of 300 samples, random vs margin
+# (the whole row is maskable). Eval: observation accuracy of 100 samples, random vs margin
 # order, 50 passes (tasks.task_report). docs/RESULTS.md "Checkable tasks".
 # Data: python tasks.py --task=naesat --N=10 --P=110
 out_dir = 'out-naesat-n10-p110'
@@ -32,4 +32,4 @@ eval_interval = 1000
 eval_iters = 5
 log_interval = 100
 always_save_checkpoint = True
-diffusion_eval_rows = 300
+diffusion_eval_rows = 100

@@ -29,4 +29,4 @@ eval_interval = 1000
 eval_iters = 5
 log_interval = 100
 always_save_checkpoint = True
-diffusion_eval_rows = 200
+diffusion_eval_rows = 100
