@@ -355,3 +355,14 @@ def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
     out = bench('pathstar_revision').main([f'--hybrid={ph}', '--num_eval=40'])
     assert out['forced_none'] == 0.0 and out['fixed_none'] == 0.0  # the wrong node stays
     assert 0.0 <= out['flagged'] <= 1.0
+
+
+def test_top_prob_and_margin_orders_coincide_on_two_values():
+    """With 2 values margin = 2 p_max - 1, a monotone function of top-prob: same order, same
+    samples (so NAE-SAT tables show one of them)."""
+    outs = [  # a fresh Counter each: the same logits pass by pass
+        diffusion.diffusion_sample(Counter(4), torch.full((8, 30), 2), 10, 2, 2, order=o)[0]
+        for o in ('confidence', 'margin', 'random')
+    ]
+    assert not torch.equal(outs[0], outs[2])
+    assert torch.equal(outs[0], outs[1])
