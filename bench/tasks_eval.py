@@ -15,7 +15,8 @@ token per pass). Success: NAE-SAT observation accuracy (unconditional samples), 
 solved share. Every strategy decodes the same first --num_eval val rows with the same seed;
 several checkpoints (training seeds) give mean +- s.e. over the seeds (each seed's own figure in
 the table); one gives the s.e. over the instances. Prints a markdown table and the command,
-saves a PNG and (--json) the raw figures.
+saves a PNG and (--json) the raw figures; --combine=a.json,b.json prints one table of runs that
+were split over processes (e.g. one per order).
 """
 
 import json
@@ -51,6 +52,7 @@ DEFAULTS = dict(
     num_threads=1,
     png='',
     json='',
+    combine='',  # comma-separated --json files of earlier runs: their table and PNG, no decoding
 )
 
 # the papers' figures (Kim, Shah et al. 2025): NAE-SAT Table 1 (19M MDM, 50 steps), Sudoku
@@ -109,6 +111,20 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     cfg, _ = load_config(DEFAULTS, argv)
     torch.set_num_threads(cfg['num_threads'])
+    if cfg['combine']:  # runs split over several processes, one table
+        runs = [json.load(open(p)) for p in cfg['combine'].split(',')]
+        first = load_model((runs[0]['cfg']['denoiser'] or runs[0]['cfg']['hybrid']).split(',')[0])
+        results = [r for run in runs for r in run['results']]
+        for run in runs:
+            print(f"part: python bench/tasks_eval.py {shlex.join(run['argv'])}")
+        report(
+            results,
+            {**runs[0]['cfg'], 'png': cfg['png'], 'json': ''},
+            first[1]['meta'],
+            runs[0]['n'],
+            argv,
+        )
+        return results
     paths = {k: [p for p in cfg[k].split(',') if p] for k in ('denoiser', 'hybrid')}
     if not paths['denoiser'] and not paths['hybrid']:
         raise ConfigError("--denoiser (or --hybrid): give at least one checkpoint")
@@ -191,7 +207,7 @@ def report(results, cfg, meta, n, argv):
     print(f"\ncommand: python bench/tasks_eval.py {shlex.join(argv)}")
     if cfg['json']:
         with open(cfg['json'], 'w') as f:
-            json.dump(dict(cfg=cfg, results=results, argv=argv), f, indent=1)
+            json.dump(dict(cfg=cfg, results=results, argv=argv, n=n), f, indent=1)
     if cfg['png']:
         plot(results, cfg['png'], f"{task}{size}: {what}")
 
