@@ -16,7 +16,8 @@ solved share. Every strategy decodes the same first --num_eval val rows with the
 several checkpoints (training seeds) give mean +- s.e. over the seeds (each seed's own figure in
 the table); one gives the s.e. over the instances. Prints a markdown table and the command,
 saves a PNG and (--json) the raw figures; --combine=a.json,b.json prints one table of runs that
-were split over processes (e.g. one per order).
+were split over processes (one per order, or one per training seed: rows of the same strategy
+and budget are merged over their seeds).
 """
 
 import json
@@ -117,7 +118,7 @@ def main(argv=None):
     if cfg['combine']:  # runs split over several processes, one table
         runs = [json.load(open(p)) for p in cfg['combine'].split(',')]
         first = load_model((runs[0]['cfg']['denoiser'] or runs[0]['cfg']['hybrid']).split(',')[0])
-        results = [r for run in runs for r in run['results']]
+        results = merge_seeds([r for run in runs for r in run['results']])
         for run in runs:
             print(f"part: python bench/tasks_eval.py {shlex.join(run['argv'])}")
         report(
@@ -182,6 +183,21 @@ def main(argv=None):
             )
     report(results, cfg, meta, len(rows), argv)
     return results
+
+
+def merge_seeds(results):
+    """Rows of the same strategy and budget from several parts (e.g. one per training seed)
+    become one row over all their seeds: mean +- s.e. over the seeds."""
+    out = {}
+    for r in results:
+        key = (r['strategy'], r['budget'])
+        if key in out:
+            seeds = out[key]['seeds'] + r['seeds']
+            mean, se = tasks.mean_se(seeds)
+            out[key] = {**out[key], 'seeds': seeds, 'mean': mean, 'se': se}
+        else:
+            out[key] = dict(r)
+    return list(out.values())
 
 
 def report(results, cfg, meta, n, argv):

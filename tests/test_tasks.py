@@ -337,6 +337,11 @@ def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
         assert r['nfe'] == (2 * r['steps'] - 1 if learned else r['steps']) <= r['budget']
         assert len(r['seeds']) == (1 if r['strategy'].startswith('hybrid') else 2)
         assert 0.0 <= r['mean'] <= 1.0
+    part = ['--num_eval=16', '--nfe=5', '--orders=margin', '--remasks=none']
+    for i, seed_ckpt in enumerate((den, hyb)):  # one part per "seed" (a hybrid is a denoiser too)
+        ev.main([f'--denoiser={seed_ckpt}', f'--json={tmp_path}/p{i}.json'] + part)
+    (both,) = ev.main([f'--combine={tmp_path}/p0.json,{tmp_path}/p1.json'])
+    assert len(both['seeds']) == 2 and both['mean'] == pytest.approx(np.mean(both['seeds']))
     labels = {r['strategy'] for r in res}
     assert 'hybrid: top-prob-margin, remask self' in labels
     assert 'random (vanilla), learned remask (u)' in labels
