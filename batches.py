@@ -39,6 +39,7 @@ import diffusion
 import mlm
 import pathstar
 import shards
+import tasks
 import utils
 from configurator import ConfigError
 from utils import DataError, TokenFile, gather_windows, load_meta, seeded, to_device
@@ -572,7 +573,8 @@ class Unmasking(MaskedSource):
     number of maskable positions (loss_mask = 1/t at masked positions, norm_mask = maskable:
     the trainer divides by the norm_mask total of the whole accumulated batch).
     Val also reports the masked CE and the 1/t-weighted bound (bits/token, as MDLM/LLaDA), and
-    on path-star rows the decoded answers (pathstar.path_report)."""
+    on path-star rows the decoded answers (pathstar.path_report), on task rows (tasks.py:
+    NAE-SAT, Sudoku) the checked success of random and margin order (tasks.task_report)."""
 
     defaults = {'diffusion_eval_rows': 500, 'unmasking_loss': 'mean'}
     run_tag = 'unmasking'
@@ -602,7 +604,10 @@ class Unmasking(MaskedSource):
 
     def evaluate(self, model, device):
         out = diffusion.denoiser_metrics(self, model, device)
-        if self.is_rows:  # path-star: decode the answers (confidence / random order, one pass)
+        if self.meta.get('task') in tasks.TASKS:  # NAE-SAT, Sudoku: the exact checker
+            n = self.cfg['diffusion_eval_rows']
+            out.update(tasks.task_report(model, self.rows['val'], self.meta, n, device))
+        elif self.is_rows:  # path-star: decode the answers (confidence / random order, one pass)
             rows = {'val': self.rows['val']}
             report = pathstar.path_report(
                 model, rows, self.meta, 'diffusion', self.cfg['diffusion_eval_rows'], device

@@ -27,6 +27,7 @@ SAMPLE_DEFAULTS = dict(  # sample.py keys for --mode=diffusion
     block_len=0,
     remask='none',
     remask_ratio=0.25,
+    remask_schedule='ratio',
     remask_threshold=0.5,
     remasker_ckpt='',
 )
@@ -37,12 +38,16 @@ SAMPLE_HELP = dict(  # sample.py --help, one line per key of SAMPLE_DEFAULTS
     score_temperature='0: commit the top scores; > 0: sample the order at this temperature',
     block_len='semi-autoregressive blocks of this many positions, left to right (0: one block)',
     remask="committed tokens sent back to [MASK]: 'none', 'random', 'learned' or 'self'",
-    remask_ratio='remasked per step, as a share of the tokens the step commits',
+    remask_ratio="'ratio': remasked per step, as a share of the tokens the step commits; "
+    "'cap': ReMDM's eta, the cap on each committed token's remasking probability",
+    remask_schedule="how many go back per step: 'ratio' (remask_ratio x tokens committed) or "
+    "'cap' (ReMDM-cap: each committed token w.p. min(eta, (1 - alpha_s) / alpha_t))",
     remask_threshold="remask only positions scored WRONG above this ('learned', 'self')",
     remasker_ckpt="remasking checkpoint scoring the drafts (--remask=learned)",
 )
 ORDERS = ('random', 'confidence', 'margin')
 REMASKS = ('none', 'random', 'learned', 'self')
+REMASK_SCHEDULES = ('ratio', 'cap')
 
 
 def vocab_ids(meta):
@@ -158,14 +163,21 @@ def diffusion_sample(
     remask_threshold=0.5,
     attention_mask=None,
     gen=None,
+    remask_schedule='ratio',
+    free=None,
 ):
     """Fill every [MASK] of canvas (B, L) in `steps` denoiser passes.
 
+    free (B, L) bool: the positions to generate (default: canvas == mask_id; the rest is the
+    fixed prompt); a free position that holds a token starts out committed (it can be remasked).
     Step s (block b, local step j of S_b): one denoiser pass samples x0 at every masked position;
     the masked positions of blocks <= b with the highest order keys are committed so that block b
     keeps N_b - floor(N_b (j+1) / S_b) masked (earlier blocks none). Then, except after the last
     step, up to remask_ratio * (tokens the schedule adds this step; fractions carried) committed
-    non-prompt positions go back to [MASK]: `random` uniformly; `learned` those the remasker
+    non-prompt positions go back to [MASK] (remask_schedule 'cap' instead: each committed token
+    with probability sigma = min(remask_ratio, (1 - alpha_s) / alpha_t), ReMDM's max-capped
+    schedule, alpha = the block's committed share after this step / after the next one, so none
+    go back before the last step): `random` uniformly; `learned` those the remasker
     scores most likely WRONG (above remask_threshold) on the draft = canvas with the remaining
     masks filled by x0 (a fully filled sequence, like its training inputs); `self` (a `hybrid`
     model) those that this step's own denoiser pass scores most likely WRONG (above
@@ -173,8 +185,11 @@ def diffusion_sample(
     Returns (canvas, info): info['nfe'] = forward passes per
     sample of every model, info['committed'] / info['remasked'] = per-step (B,) counts,
     info['commit_step'] (B, L) = the step at which each position was last committed (-1: prompt)."""
-    if order not in ORDERS or remask not in REMASKS:
-        raise ValueError(f"order must be one of {ORDERS}, remask one of {REMASKS}")
+    if order not in ORDERS or remask not in REMASKS or remask_schedule not in REMASK_SCHEDULES:
+        raise ValueError(
+            f"order must be one of {ORDERS}, remask one of {REMASKS}, remask_schedule one "
+            f"of {REMASK_SCHEDULES}"
+        )
     if remask == 'learned' and (remasker is None or wrong_id is None):
         raise ValueError("remask='learned' needs a remasker model and wrong_id")
     if remask == 'self' and wrong_id is None:
@@ -183,7 +198,7 @@ def diffusion_sample(
     gen = device_generator(gen or torch.Generator().manual_seed(0), canvas.device)
     x = canvas.clone()
     B, L = x.shape
-    free = x == mask_id  # (B, L): positions to generate; the rest is the fixed prompt
+    free = x == mask_id if free is None else free  # (B, L): to generate; the rest is the prompt
     free_rank = free.long().cumsum(1) - 1
     blen = block_len if block_len > 0 else L
     block_id = torch.where(free, free_rank // blen, torch.full_like(free_rank, -1))
@@ -223,9 +238,13 @@ def diffusion_sample(
         # budget: remask_ratio of the tokens the schedule has added so far, spread without
         # rounding loss (ratio 0.25 at one token per step = one remask every 4th step)
         done, before = (n_b * (j + 1)) // sb, (n_b * j) // sb
-        r = (remask_ratio * done.double()).floor().long() - (
-            remask_ratio * before.double()
-        ).floor().long()
+        if remask_schedule == 'cap':  # sigma (B,): 0 when the next step fills the block
+            sigma = ((n_b - (n_b * (j + 2)) // sb) / done.clamp(min=1)).clamp(max=remask_ratio)
+            r = torch.binomial(cand.sum(1).double(), sigma.double(), generator=gen).long()
+        else:
+            r = (remask_ratio * done.double()).floor().long() - (
+                remask_ratio * before.double()
+            ).floor().long()
         if remask == 'random':
             key = torch.rand((B, L), dtype=torch.float64, generator=gen, device=x.device)
         elif remask == 'self':  # this step's pass, scored on what was committed in its input

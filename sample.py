@@ -133,6 +133,7 @@ def sample_diffusion(cfg, model, ckpt):
             block_len=cfg['block_len'],
             remask=cfg['remask'],
             remask_ratio=cfg['remask_ratio'],
+            remask_schedule=cfg['remask_schedule'],
             remasker=remasker,
             wrong_id=wrong_id,
             remask_threshold=cfg['remask_threshold'],
@@ -218,6 +219,8 @@ def check_config(cfg):
         bad('order', f"choose one of {', '.join(diffusion.ORDERS)}")
     if cfg['remask'] not in diffusion.REMASKS:
         bad('remask', f"choose one of {', '.join(diffusion.REMASKS)}")
+    if cfg['remask_schedule'] not in diffusion.REMASK_SCHEDULES:
+        bad('remask_schedule', f"choose one of {', '.join(diffusion.REMASK_SCHEDULES)}")
     if cfg['remask'] == 'learned' and not cfg['remasker_ckpt']:
         bad('remask', "learned remasking needs --remasker_ckpt=<a remasking checkpoint>")
 

@@ -186,7 +186,7 @@ OBJECTIVE_HELP = dict(
     mask_t_min='floor of the masking ratio t',
     mask_t_power='t = U(mask_eps, 1) ** this before the floor: > 1 draws more low-t rows',
     mask_min_one='at least one masked position per row',
-    diffusion_eval_rows='path-star rows decoded by the denoiser at evaluation',
+    diffusion_eval_rows='path-star or task (tasks.py) rows decoded by the denoiser at evaluation',
     unmasking_loss="'mean': plain mean CE over masked tokens; 'inv_t': sum CE/t over the maskable count (MDLM)",
     remasking_loss_type="'all_positions' (every real position) or 'corrupted_only'",
     remasking_denoiser="frozen denoiser checkpoint drafting the corruptions ('': uniform)",

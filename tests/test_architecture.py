@@ -22,6 +22,7 @@ LAYERS = {
     'pretrained': 4,
     'diffusion': 4,
     'pathstar': 5,
+    'tasks': 5,
     'batches': 6,
     'train': 7,
     'sample': 7,
@@ -86,3 +87,19 @@ def test_every_module_imports_on_its_own():
         [sys.executable, '-c', code, *LAYERS], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and out.stdout.strip() == f'ok {len(LAYERS)}', out.stderr[-2000:]
+
+
+def test_no_merge_conflict_markers_in_tracked_files():
+    # a merge once committed its markers into README and docs/: every tracked text file is checked
+    files = subprocess.run(
+        ['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    bad = []
+    for f in files:
+        if not f.endswith(('.py', '.md', '.txt', '.toml', '.cfg', '.sh')) and f != 'Makefile':
+            continue
+        with open(os.path.join(ROOT, f), encoding='utf-8') as fh:
+            for i, line in enumerate(fh, 1):
+                if line.startswith(('<<<<<<< ', '>>>>>>> ')) or line.rstrip('\n') == '=======':
+                    bad.append(f'{f}:{i}')
+    assert not bad, f'conflict markers: {bad}'

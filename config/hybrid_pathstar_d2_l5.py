@@ -1,0 +1,10 @@
+# Hybrid denoiser on path-star G(2,5) (batches.Hybrid): the recipe of
+# config/diffusion_pathstar_d2_l5.py, trained to draft [MASK] answer positions and flag wrong
+# ones (target WRONG) in the same pass; for the revision test:
+#   python bench/pathstar_revision.py --hybrid=out-hybrid-pathstar-d2-l5/ckpt.pt
+# Data: python pathstar.py --mode=incontext --d=2 --l=5 --N=50
+exec(open('config/diffusion_pathstar_d2_l5.py').read())
+out_dir = 'out-hybrid-pathstar-d2-l5'
+objective = 'hybrid'
+hybrid_wrong_frac = 0.2
+hybrid_wrong_source = 'uniform'
