@@ -122,3 +122,15 @@ def test_init_from_checkpoint_with_another_vocabulary_is_an_error(tiny_args, tmp
     torch.save(ckpt, tmp_path / 'big.pt')
     with pytest.raises(DataError, match='vocab_size 500 but dataset'):
         train.main(tiny_args + [f'--init_from={tmp_path}/big.pt', f'--out_dir={tmp_path}/z'])
+
+
+def test_cooldown_holds_the_lr_then_decays_linearly_to_min_lr(tiny_args):
+    cfg = dict(train.DEFAULTS, decay_lr=False, learning_rate=1e-3, min_lr=1e-4)
+    cfg.update(lr_decay_iters=1000, cooldown_frac=0.2)
+    lrs = [train.get_lr(it, cfg) for it in (0, 799, 800, 900, 1000, 1200)]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5.5e-4, 1e-4, 1e-4])
+    assert train.get_lr(999, dict(cfg, cooldown_frac=0.0)) == 1e-3  # the default: constant
+    with pytest.raises(ConfigError, match='--cooldown_frac=1.5: is a fraction'):
+        train.main(tiny_args + ['--decay_lr=False', '--cooldown_frac=1.5'])
+    with pytest.raises(ConfigError, match='--min_lr=0.01: above --learning_rate'):
+        train.main(tiny_args + ['--decay_lr=False', '--cooldown_frac=0.2', '--min_lr=1e-2'])
