@@ -98,8 +98,28 @@ SWEEP = {  # name -> flags on top of NEW: what shortens the plateau (issue 22)
     # equal FLOPs per token (~12 L C^2): 3 x 64 = 2 x 80 = 4 x 56 = 6 x 44 (heads of 16 or 20)
     'lr3e-3_2x80': LR3 + ['--n_layer=2', '--n_embd=80'],
     'lr3e-3_4x56': LR3 + ['--n_layer=4', '--n_embd=56'],
+    # width (the residual stream), not the head size and not the position encoding: at lr 1e-3
+    'w128': ['--learning_rate=1e-3', '--n_embd=128'],
+    'w128_lr2e-3': ['--learning_rate=2e-3', '--n_embd=128'],
+    'w128_lr3e-3': ['--learning_rate=3e-3', '--n_embd=128'],
+    'heads2': ['--learning_rate=1e-3', '--n_head=2'],  # heads of 32 at width 64
+    'rope': ['--learning_rate=1e-3', '--pos_emb=rope'],
 }
-ROWS = {**{k: (OLD, v) for k, v in ABLATION.items()}, **{k: (NEW, v) for k, v in SWEEP.items()}}
+# the sweep ran on the config's width 64 with a constant lr: pinned, so its rows keep their
+# meaning now that the config is 3 x 128 with a cooldown (a row's own flags come after)
+SWEEP_BASE = ['--n_embd=64', '--cooldown_frac=0.0']
+
+
+def on_base(base, flags):
+    """`flags` after the flags of `base` that they do not set again."""
+    keys = {f.split('=', 1)[0] for f in flags}
+    return [f for f in base if f.split('=', 1)[0] not in keys] + flags
+
+
+ROWS = {
+    **{k: (OLD, v) for k, v in ABLATION.items()},
+    **{k: (NEW, on_base(SWEEP_BASE, v)) for k, v in SWEEP.items()},
+}
 EVAL = re.compile(r'^step (\d+): (.*)$')
 
 

@@ -32,9 +32,9 @@ from utils import DataError  # noqa: E402
 
 G25 = ['--d=2', '--l=5', '--N=50']
 # (label, config, pathstar.py flags, the known result, extra train.py flags, steps scale):
-# a run trains scale x --max_iters iterations. The denoiser 2x: with the default seed and lr 3e-3
-# it is solved by 3,000 steps (docs/RESULTS.md, "Masked diffusion on path-star": the sweep of
-# issue 22; other seeds need more, see there); G(5,5) 2x.
+# a run trains scale x --max_iters iterations. The denoiser 2x: 3 x 128 at lr 1e-3 is solved by
+# 3,000 steps for 4 of 5 seeds, the default among them (docs/RESULTS.md, "Masked diffusion on
+# path-star": the sweep of issue 22); G(5,5) 2x.
 RUNS = [
     ('G(2,5) next-token, forward', 'config/pathstar_d2_l5.py', G25, '~1/2 (Clever Hans)', [], 1),
     (
@@ -73,9 +73,9 @@ DECODINGS = [
     ('one parallel pass', 'parallel', 'low'),
 ]
 # wall seconds per step of a demo run, its evaluations included, two runs side by side on 2 idle
-# cores (make demo on a clean clone, docs/RESULTS.md: 4.0 min for 1,500 next-token steps, 20.8 min
-# for 9,000 denoiser steps)
-SEC_PER_STEP = {'pathstar': 0.16, 'unmasking': 0.14}
+# cores (make demo on a clean clone, docs/RESULTS.md: 4.0 min for 1,500 next-token steps; the
+# 3 x 128 denoiser's median step 0.40 s beside another run)
+SEC_PER_STEP = {'pathstar': 0.16, 'unmasking': 0.40}
 
 
 def last_eval(log, max_iters):
@@ -176,7 +176,7 @@ def main(argv=None):
                 if r[1].returncode:
                     raise DataError(f"{r[0]} failed (exit {r[1].returncode}): see {r[3]}")
     print(
-        f"\npath accuracy (3 layers x 64, {a.num_train // 1000}k train graphs; exact match on "
+        f"\npath accuracy (models of the configs; {a.num_train // 1000}k train graphs; exact match on "
         f"{a.num_eval} held-out and {a.num_eval} train graphs; next-token runs decode greedily)\n"
     )
     print(
