@@ -280,16 +280,18 @@ class GPT(nn.Module):
         self.config = config
         if config.pos_emb not in POS_EMBS:
             raise ValueError(f"pos_emb={config.pos_emb!r}: choose one of {POS_EMBS}")
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
-        )
+        # wpe is made (and so initialised) right after wte, as before rope existed: the order of
+        # construction is the order of random draws, and every recorded result used this one
+        # (made after the blocks, the reverse path-star run went from 1.000 to 0.004)
+        modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
         if config.pos_emb == 'learned':
-            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+            modules['wpe'] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        )
+        self.transformer = nn.ModuleDict(modules)
         # extra heads (multi-token prediction): one block each on the shared trunk,
         # sharing ln_f and the (tied) unembedding, as in Gloeckle et al. 2024
         self.future_heads = nn.ModuleList([Block(config) for _ in range(config.n_future - 1)])

@@ -30,7 +30,7 @@ import torch
 import diffusion
 from checkpoint import load_model
 from configurator import ArgumentParser, run_cli
-from utils import DataError, TokenFile, load_meta, remake_hint, token_dtype, write_dataset_dir
+from utils import DataError, TokenFile, load_meta, remake_hint, token_dtype, write_rows
 
 
 def _progress(done, total, t0, what):
@@ -581,15 +581,7 @@ def main(argv=None):
             a.d, a.l, a.N, a.pauses, a.directions, a.holdout, not a.no_balance, a.seed
         )
     out_dir = os.path.join(a.data_root, a.name or default_name(a))
-    dt = meta['dtype']
-    write_dataset_dir(
-        out_dir,
-        {
-            'train.bin': train.astype(dt).ravel(),
-            'val.bin': val.astype(dt).ravel(),
-            'meta.pkl': meta,
-        },
-    )
+    write_rows(out_dir, train, val, meta)
     print(
         f"wrote {out_dir}: {len(train):,} train / {len(val):,} val rows of {meta['row_len']} "
         f"tokens, vocab_size {meta['vocab_size']}"

@@ -39,7 +39,7 @@ import torch
 
 import diffusion
 from configurator import run_cli
-from utils import DataError, TokenFile, load_meta, token_dtype, write_dataset_dir
+from utils import DataError, TokenFile, load_meta, token_dtype, write_rows
 
 TASKS = ('naesat', 'sudoku')
 TIERS = ('naked', 'hidden', 'search')
@@ -549,15 +549,7 @@ def main(argv=None):
     else:
         train, val, meta = make_sudoku(a.givens, a.tier, a.num_train, a.num_val, a.seed)
     out_dir = os.path.join(a.data_root, a.name or default_name(a))
-    dt = meta['dtype']
-    write_dataset_dir(
-        out_dir,
-        {
-            'train.bin': train.astype(dt).ravel(),
-            'val.bin': val.astype(dt).ravel(),
-            'meta.pkl': meta,
-        },
-    )
+    write_rows(out_dir, train, val, meta)
     print(
         f"wrote {out_dir}: {len(train):,} train / {len(val):,} val rows of {meta['row_len']} "
         f"tokens ({time.time() - t0:.1f} s)"

@@ -121,6 +121,20 @@ class PlainUnpickler(pickle.Unpickler):
         raise UnsafePickle(f"persistent id {pid!r}")
 
 
+def write_rows(out_dir, train, val, meta):
+    """A row dataset (path-star, checkable tasks): (rows, row_len) arrays flattened as
+    train.bin / val.bin in meta['dtype'], with meta.pkl, written as one (write_dataset_dir)."""
+    dt = meta['dtype']
+    write_dataset_dir(
+        out_dir,
+        {
+            'train.bin': train.astype(dt).ravel(),
+            'val.bin': val.astype(dt).ravel(),
+            'meta.pkl': meta,
+        },
+    )
+
+
 def plain_pickle(obj):
     """The pickle bytes of `obj`, which must be plain data (PlainUnpickler reads it back): a
     writer never writes a meta.pkl that load_meta would refuse."""

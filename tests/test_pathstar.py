@@ -11,18 +11,11 @@ import batches
 import pathstar
 import train
 from conftest import TINY
-from utils import DataError, normalise_meta
+from utils import DataError, normalise_meta, write_rows
 
 
 def write(root, name, train_rows, val_rows, meta):
-    pathstar.write_dataset_dir(
-        os.path.join(root, name),
-        {
-            'train.bin': train_rows.astype(np.uint16).ravel(),
-            'val.bin': val_rows.astype(np.uint16).ravel(),
-            'meta.pkl': meta,
-        },
-    )
+    write_rows(os.path.join(root, name), train_rows, val_rows, meta)
     return name
 
 
