@@ -33,7 +33,7 @@ from utils import DataError  # noqa: E402
 G25 = ['--d=2', '--l=5', '--N=50']
 # (label, config, pathstar.py flags, the known result, extra train.py flags, steps scale):
 # a run trains scale x --max_iters iterations. The denoiser 2x: 3 x 128 at lr 1e-3 is solved by
-# 3,000 steps for 4 of 5 seeds, the default among them (docs/RESULTS.md, "Masked diffusion on
+# 3,000 steps for 3 of 5 seeds, the default among them (docs/RESULTS.md, "Masked diffusion on
 # path-star": the sweep of issue 22); G(5,5) 2x.
 RUNS = [
     ('G(2,5) next-token, forward', 'config/pathstar_d2_l5.py', G25, '~1/2 (Clever Hans)', [], 1),

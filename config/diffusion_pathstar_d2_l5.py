@@ -3,8 +3,8 @@
 # diffusion on path-star": the sweep, the ablation and the seed tables). What makes it leave the
 # plateau: PyTorch's initialisation (N(0,1) embeddings, Kaiming-uniform Linears) with an untied
 # head, and plain AdamW (no weight decay, constant lr, no clipping, beta2 0.999). Width 128
-# (issue 22): solved within 3,000 steps for 4 of 5 seeds (at width 64: 5,000-14,000 steps at lr
-# 1e-3, 2 of 4 seeds within 3,000 at lr 3e-3); it costs ~3x per step.
+# (issue 22): solved within 3,000 steps for 3 of 5 seeds, the default among them (width 64:
+# 5,000-14,000 steps at lr 1e-3, 2 of 4 within 3,000 at lr 3e-3); it costs ~3x per step.
 # Data: python pathstar.py --mode=incontext --d=2 --l=5 --N=50
 out_dir = 'out-diffusion-pathstar-d2-l5'
 dataset = 'incontext_pathstar_d2_l5_n50'
