@@ -586,6 +586,12 @@ def check_config(cfg):
         )
     if not 0.0 <= cfg['cooldown_frac'] <= 1.0:
         bad('cooldown_frac', 'is a fraction of lr_decay_iters: use 0 <= cooldown_frac <= 1')
+    if cfg['decay_lr'] and cfg['cooldown_frac'] > 0:  # the cosine would silently win
+        bad(
+            'cooldown_frac',
+            'is the schedule of --decay_lr=False (the cosine decays already): '
+            'set --decay_lr=False or drop it',
+        )
     if (cfg['decay_lr'] or cfg['cooldown_frac'] > 0) and cfg['min_lr'] > cfg['learning_rate']:
         bad(
             'min_lr',

@@ -132,5 +132,9 @@ def test_cooldown_holds_the_lr_then_decays_linearly_to_min_lr(tiny_args):
     assert train.get_lr(999, dict(cfg, cooldown_frac=0.0)) == 1e-3  # the default: constant
     with pytest.raises(ConfigError, match='--cooldown_frac=1.5: is a fraction'):
         train.main(tiny_args + ['--decay_lr=False', '--cooldown_frac=1.5'])
+    with pytest.raises(
+        ConfigError, match='--cooldown_frac=0.2: is the schedule of --decay_lr=False'
+    ):
+        train.main(tiny_args + ['--decay_lr=True', '--cooldown_frac=0.2'])
     with pytest.raises(ConfigError, match='--min_lr=0.01: above --learning_rate'):
         train.main(tiny_args + ['--decay_lr=False', '--cooldown_frac=0.2', '--min_lr=1e-2'])
