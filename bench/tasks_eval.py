@@ -34,6 +34,7 @@ import diffusion  # noqa: E402
 import tasks  # noqa: E402
 from checkpoint import load_model  # noqa: E402
 from configurator import ConfigError, load_config, run_cli  # noqa: E402
+from utils import atomic_write  # noqa: E402
 
 DEFAULTS = dict(
     denoiser='',  # comma-separated unmasking checkpoints (training seeds)
@@ -200,6 +201,28 @@ def merge_seeds(results):
     return list(out.values())
 
 
+def revision_gains(results):
+    """The revision target's figure: each remasking row (random, learned, self) against the best
+    row without remasking at the same budget, in points and in s.e. of the difference
+    (sqrt(se_a^2 + se_b^2): unpaired, so conservative when both decode the same instances)."""
+    lines = []
+    for b in dict.fromkeys(r['budget'] for r in results):
+        plain = [r for r in results if r['budget'] == b and r['remask'] == 'none']
+        if not plain:
+            continue
+        best = max(plain, key=lambda r: r['mean'])
+        for r in results:
+            if r['budget'] != b or r['remask'] == 'none':
+                continue
+            diff, se = r['mean'] - best['mean'], math.hypot(r['se'], best['se'])
+            z = diff / se if se > 0 else float('nan')
+            lines.append(
+                f"NFE {b}: {r['strategy']} vs {best['strategy']}: {100 * diff:+.1f} points "
+                f"({z:+.1f} s.e.)"
+            )
+    return ['', *lines] if lines else []
+
+
 def report(results, cfg, meta, n, argv):
     task = tasks.task_of(meta)
     what = {'naesat': 'observation accuracy', 'sudoku': 'puzzles solved'}.get(task, 'paths valid')
@@ -223,10 +246,12 @@ def report(results, cfg, meta, n, argv):
             steps = f" [{r['steps']} steps]" if r['steps'] != b else ''
             cells.append(f"**{100 * r['mean']:.1f}** ± {100 * r['se']:.1f}{seeds}{steps}")
         print(f"| {label} | {rs[budgets[0]]['paper']} | " + " | ".join(cells) + " |")
+    for line in revision_gains(results):
+        print(line)
     print(f"\ncommand: python bench/tasks_eval.py {shlex.join(argv)}")
     if cfg['json']:
-        with open(cfg['json'], 'w') as f:
-            json.dump(dict(cfg=cfg, results=results, argv=argv, n=n), f, indent=1)
+        text = json.dumps(dict(cfg=cfg, results=results, argv=argv, n=n), indent=1)
+        atomic_write(cfg['json'], lambda tmp: open(tmp, 'w').write(text))
     if cfg['png']:
         plot(results, cfg['png'], f"{task}{size}: {what}")
 
@@ -254,8 +279,13 @@ def plot(results, path, title):
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fig.savefig(path, dpi=110)
+
+    def write(tmp):
+        fig.savefig(tmp, format='png', dpi=110)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+
+    atomic_write(path, write)
+    plt.close(fig)
     print(f"saved {path}")
 
 

@@ -362,6 +362,27 @@ def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
     assert 0.0 <= out['flagged'] <= 1.0
 
 
+def test_revision_gains_compare_each_remasking_row_with_the_best_plain_row_at_its_budget():
+    ev = bench('tasks_eval')
+
+    def row(strategy, remask, budget, mean, se):
+        return dict(strategy=strategy, remask=remask, budget=budget, mean=mean, se=se)
+
+    results = [
+        row('vanilla', 'none', 50, 0.80, 0.004),
+        row('margin', 'none', 50, 0.90, 0.003),
+        row('margin+random', 'random', 50, 0.92, 0.004),
+        row('hybrid self', 'self', 50, 0.85, 0.003),
+        row('margin+random', 'random', 30, 0.70, 0.01),  # no plain row at 30: no comparison
+    ]
+    lines = [x for x in ev.revision_gains(results) if x]
+    assert lines == [
+        'NFE 50: margin+random vs margin: +2.0 points (+4.0 s.e.)',
+        'NFE 50: hybrid self vs margin: -5.0 points (-11.8 s.e.)',
+    ]
+    assert ev.revision_gains(results[:2]) == []
+
+
 def test_top_prob_and_margin_orders_coincide_on_two_values():
     """With 2 values margin = 2 p_max - 1, a monotone function of top-prob: same order, same
     samples (so NAE-SAT tables show one of them)."""
