@@ -117,8 +117,12 @@ def main(argv=None):
     cfg, _ = load_config(DEFAULTS, argv)
     torch.set_num_threads(cfg['num_threads'])
     if cfg['combine']:  # runs split over several processes, one table
-        runs = [json.load(open(p)) for p in cfg['combine'].split(',')]
+        runs = [read_part(p) for p in cfg['combine'].split(',')]
         first = load_model((runs[0]['cfg']['denoiser'] or runs[0]['cfg']['hybrid']).split(',')[0])
+        for run in runs:  # which checkpoints a row decoded: the same ones twice are not 2 seeds
+            for r in run['results']:
+                kind = 'hybrid' if r['strategy'].startswith('hybrid') else 'denoiser'
+                r.setdefault('source', run['cfg'][kind])
         results = merge_seeds([r for run in runs for r in run['results']])
         for run in runs:
             print(f"part: python bench/tasks_eval.py {shlex.join(run['argv'])}")
@@ -174,6 +178,7 @@ def main(argv=None):
             else:
                 mean, se = tasks.mean_se(per_seed[0])
             r = dict(strategy=label, order=order, remask=remask, budget=nfe, nfe=used, steps=steps)
+            r['source'] = cfg[kind]
             r.update(mean=mean, se=se, seeds=means, sec=time.time() - t0)
             r['paper'] = paper_figure(meta, order, remask)
             results.append(r)
@@ -186,12 +191,32 @@ def main(argv=None):
     return results
 
 
+def read_part(path):
+    """One --json file of an earlier run; a missing or foreign file is one line naming it."""
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"--combine: cannot read {path}: {e.strerror}") from None
+    except ValueError:
+        run = None
+    if not (isinstance(run, dict) and {'cfg', 'results', 'argv', 'n'} <= run.keys()):
+        raise ConfigError(
+            f"--combine: {path} is not a --json file of bench/tasks_eval.py "
+            "(write one with --json=...)"
+        )
+    return run
+
+
 def merge_seeds(results):
     """Rows of the same strategy and budget from several parts (e.g. one per training seed)
     become one row over all their seeds: mean +- s.e. over the seeds."""
-    out = {}
+    out, seen = {}, {}
     for r in results:
         key = (r['strategy'], r['budget'])
+        if r.get('source') is not None and r['source'] in seen.setdefault(key, set()):
+            continue  # the same checkpoints decoded twice (deterministic): the same figure
+        seen[key].add(r.get('source'))
         if key in out:
             seeds = out[key]['seeds'] + r['seeds']
             mean, se = tasks.mean_se(seeds)
@@ -234,18 +259,21 @@ def report(results, cfg, meta, n, argv):
         f"temperature {cfg['temperature']}, remask {cfg['remask_schedule']} "
         f"eta/ratio {cfg['remask_ratio']}\n"
     )
-    budgets = list(dict.fromkeys(r['budget'] for r in results))
+    budgets = sorted(set(r['budget'] for r in results), reverse=True)
     print("| strategy | paper (ref.) | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
     print("|---|---|" + "---|" * len(budgets))
     for label in dict.fromkeys(r['strategy'] for r in results):
         rs = {r['budget']: r for r in results if r['strategy'] == label}
         cells = []
         for b in budgets:
+            if b not in rs:  # parts with other budgets: an empty cell
+                cells.append('')
+                continue
             r = rs[b]
             seeds = f" ({' / '.join(f'{100 * m:.1f}' for m in r['seeds'])})" if k > 1 else ''
             steps = f" [{r['steps']} steps]" if r['steps'] != b else ''
             cells.append(f"**{100 * r['mean']:.1f}** ± {100 * r['se']:.1f}{seeds}{steps}")
-        print(f"| {label} | {rs[budgets[0]]['paper']} | " + " | ".join(cells) + " |")
+        print(f"| {label} | {next(iter(rs.values()))['paper']} | " + " | ".join(cells) + " |")
     for line in revision_gains(results):
         print(line)
     print(f"\ncommand: python bench/tasks_eval.py {shlex.join(argv)}")

@@ -13,6 +13,7 @@ import diffusion
 import pathstar
 import tasks
 import train
+from configurator import ConfigError
 from conftest import ROOT, TINY
 from utils import DataError, load_meta
 
@@ -342,6 +343,15 @@ def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
         ev.main([f'--denoiser={seed_ckpt}', f'--json={tmp_path}/p{i}.json'] + part)
     (both,) = ev.main([f'--combine={tmp_path}/p0.json,{tmp_path}/p1.json'])
     assert len(both['seeds']) == 2 and both['mean'] == pytest.approx(np.mean(both['seeds']))
+    (again,) = ev.main([f'--combine={tmp_path}/p0.json,{tmp_path}/p0.json'])
+    assert again['seeds'] == both['seeds'][:1]  # one checkpoint decoded twice is one seed
+    ev.main([f'--denoiser={den}', f'--json={tmp_path}/p2.json', '--nfe=4'] + part[:1] + part[2:])
+    mixed = ev.main([f'--combine={tmp_path}/p0.json,{tmp_path}/p2.json'])  # a cell per budget
+    assert sorted(r['budget'] for r in mixed) == [4, 5]
+    (tmp_path / 'bad.json').write_text('{"not": "a part"}')
+    for name, says in (('none.json', 'cannot read'), ('bad.json', 'is not a --json file')):
+        with pytest.raises(ConfigError, match=says):
+            ev.main([f'--combine={tmp_path}/p0.json,{tmp_path}/{name}'])
     labels = {r['strategy'] for r in res}
     assert 'hybrid: top-prob-margin, remask self' in labels
     assert 'random (vanilla), learned remask (u)' in labels
