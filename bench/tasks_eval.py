@@ -180,7 +180,7 @@ def main(argv=None):
             r = dict(strategy=label, order=order, remask=remask, budget=nfe, nfe=used, steps=steps)
             r['source'] = cfg[kind]
             r.update(mean=mean, se=se, seeds=means, sec=time.time() - t0)
-            r['paper'] = paper_figure(meta, order, remask)
+            r['paper'] = paper_figure(meta, order, remask) if kind == 'denoiser' else ''
             results.append(r)
             print(
                 f"{label:50s} NFE {used:4d} (steps {steps:4d}): {100 * mean:6.2f} ± "
@@ -273,7 +273,8 @@ def report(results, cfg, meta, n, argv):
             seeds = f" ({' / '.join(f'{100 * m:.1f}' for m in r['seeds'])})" if k > 1 else ''
             steps = f" [{r['steps']} steps]" if r['steps'] != b else ''
             cells.append(f"**{100 * r['mean']:.1f}** ± {100 * r['se']:.1f}{seeds}{steps}")
-        print(f"| {label} | {next(iter(rs.values()))['paper']} | " + " | ".join(cells) + " |")
+        paper = '' if label.startswith('hybrid') else next(iter(rs.values()))['paper']
+        print(f"| {label} | {paper} | " + " | ".join(cells) + " |")
     for line in revision_gains(results):
         print(line)
     print(f"\ncommand: python bench/tasks_eval.py {shlex.join(argv)}")
@@ -302,6 +303,9 @@ def plot(results, path, title):
             label=label,
         )
     ax.set_xscale('log', base=2)
+    ticks = sorted({r['budget'] for r in results})  # a learned row's NFE is 2 steps - 1
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel('NFE per sample (forward passes of every model)')
     ax.set_ylabel('success (%)')
     ax.set_title(title)
