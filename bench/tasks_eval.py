@@ -121,8 +121,7 @@ def main(argv=None):
         first = load_model((runs[0]['cfg']['denoiser'] or runs[0]['cfg']['hybrid']).split(',')[0])
         for run in runs:  # which checkpoints a row decoded: the same ones twice are not 2 seeds
             for r in run['results']:
-                kind = 'hybrid' if r['strategy'].startswith('hybrid') else 'denoiser'
-                r.setdefault('source', run['cfg'][kind])
+                r.setdefault('source', run['cfg'][row_kind(r)])
         results = merge_seeds([r for run in runs for r in run['results']])
         for run in runs:
             print(f"part: python bench/tasks_eval.py {shlex.join(run['argv'])}")
@@ -178,7 +177,7 @@ def main(argv=None):
             else:
                 mean, se = tasks.mean_se(per_seed[0])
             r = dict(strategy=label, order=order, remask=remask, budget=nfe, nfe=used, steps=steps)
-            r['source'] = cfg[kind]
+            r['kind'], r['source'] = kind, cfg[kind]
             r.update(mean=mean, se=se, seeds=means, sec=time.time() - t0)
             r['paper'] = paper_figure(meta, order, remask) if kind == 'denoiser' else ''
             results.append(r)
@@ -189,6 +188,12 @@ def main(argv=None):
             )
     report(results, cfg, meta, len(rows), argv)
     return results
+
+
+def row_kind(r):
+    """'denoiser' or 'hybrid': the model a row decoded with (parts written before rows carried
+    'kind' say it in the label only)."""
+    return r.get('kind') or ('hybrid' if r['strategy'].startswith('hybrid') else 'denoiser')
 
 
 def read_part(path):
@@ -273,14 +278,20 @@ def report(results, cfg, meta, n, argv):
             seeds = f" ({' / '.join(f'{100 * m:.1f}' for m in r['seeds'])})" if k > 1 else ''
             steps = f" [{r['steps']} steps]" if r['steps'] != b else ''
             cells.append(f"**{100 * r['mean']:.1f}** ± {100 * r['se']:.1f}{seeds}{steps}")
-        paper = '' if label.startswith('hybrid') else next(iter(rs.values()))['paper']
+        first_row = next(iter(rs.values()))
+        paper = first_row['paper'] if row_kind(first_row) == 'denoiser' else ''
         print(f"| {label} | {paper} | " + " | ".join(cells) + " |")
     for line in revision_gains(results):
         print(line)
     print(f"\ncommand: python bench/tasks_eval.py {shlex.join(argv)}")
     if cfg['json']:
         text = json.dumps(dict(cfg=cfg, results=results, argv=argv, n=n), indent=1)
-        atomic_write(cfg['json'], lambda tmp: open(tmp, 'w').write(text))
+
+        def write_json(tmp):
+            with open(tmp, 'w') as f:
+                f.write(text)
+
+        atomic_write(cfg['json'], write_json)
     if cfg['png']:
         plot(results, cfg['png'], f"{task}{size}: {what}")
 

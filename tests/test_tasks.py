@@ -337,6 +337,8 @@ def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
         learned = r['remask'] == 'learned'
         assert r['nfe'] == (2 * r['steps'] - 1 if learned else r['steps']) <= r['budget']
         assert len(r['seeds']) == (1 if r['strategy'].startswith('hybrid') else 2)
+        assert r['kind'] == ('hybrid' if r['strategy'].startswith('hybrid') else 'denoiser')
+        assert r['kind'] == 'denoiser' or r['paper'] == ''  # no paper figure beside a hybrid
         assert 0.0 <= r['mean'] <= 1.0
     part = ['--num_eval=16', '--nfe=5', '--orders=margin', '--remasks=none']
     for i, seed_ckpt in enumerate((den, hyb)):  # one part per "seed" (a hybrid is a denoiser too)
