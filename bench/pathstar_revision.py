@@ -12,7 +12,9 @@ can make); the rest stays [MASK]. Then the model decodes the rest in l passes, w
 --remask=none (the wrong node stays) and --remask=self (it may flag it, P(WRONG) > threshold,
 send it back and redraw it; budget: one token per step). Reports exact match with and without
 forcing, how often the wrong node is flagged in the first pass, how often it is fixed, and the
-remasking of correct tokens (unforced runs).
+remasking of correct tokens (unforced runs), and at each middle position how often the model
+flags the other arm's node against a uniform other token (what hybrid_wrong_source=uniform
+trains on).
 """
 
 import os
@@ -105,6 +107,27 @@ def main(argv=None):
     print(
         f"\nunforced, remask self: {res['unforced_remasked'].mean():.3f} tokens sent back per graph"
     )
+    # Which wrong nodes the model can see: at each middle position (the others [MASK], s and g
+    # true), the other arm's node there (a plausible error) against a uniform other token (the
+    # corruption hybrid_wrong_source=uniform trains on).
+    gen = torch.Generator().manual_seed(cfg['seed'])
+    wrong_all = torch.as_tensor(tasks.wrong_arm(rows, meta))  # (n, l-1)
+    print("\n| forced position | other-arm node flagged | uniform other token flagged |")
+    print("|---|---|---|")
+    for k in range(L - 2):
+        p = a + 1 + k
+        for name, tok in (('arm', wrong_all[:, k]), ('uniform', None)):
+            xk = torch.as_tensor(rows).clone()
+            xk[:, a + 1 : a + L - 1] = mask_id
+            if tok is None:
+                tok = diffusion.random_other_tokens(truth[:, k + 1], base, gen)
+            xk[:, p] = tok
+            pw = diffusion.p_wrong(model(xk)[0], wrong_id)[:, p]
+            res[f'flag_{name}_a{k + 1}'] = (pw > thr).double()
+        print(
+            f"| a{k + 1} | {res[f'flag_arm_a{k + 1}'].mean():.3f} | "
+            f"{res[f'flag_uniform_a{k + 1}'].mean():.3f} |"
+        )
     print(f"command: python bench/pathstar_revision.py {shlex.join(argv)}")
     return {k: float(v.mean()) for k, v in res.items()}
 

@@ -372,6 +372,7 @@ def test_bench_scripts_run_every_strategy_at_its_nfe(tmp_path):
     out = bench('pathstar_revision').main([f'--hybrid={ph}', '--num_eval=40'])
     assert out['forced_none'] == 0.0 and out['fixed_none'] == 0.0  # the wrong node stays
     assert 0.0 <= out['flagged'] <= 1.0
+    assert {f'flag_{w}_a{k}' for w in ('arm', 'uniform') for k in (1, 2, 3)} <= out.keys()
 
 
 def test_revision_gains_compare_each_remasking_row_with_the_best_plain_row_at_its_budget():
