@@ -447,6 +447,7 @@ class MaskedSource(Source):
 
     causal = False
     denoiser = None  # a frozen checkpoint drafting wrong tokens (remasking, hybrid), see proposals
+    wrong_source = 'uniform'  # without a denoiser: 'uniform' or 'context' (hybrid), see propose
     defaults = {
         'mask_eps': 1e-3,
         'mask_stratified': True,
@@ -530,13 +531,23 @@ class MaskedSource(Source):
 
     def propose(self, parts, gen):
         """Wrong-token proposals for parts['chosen'] (B, T), then assemble(parts): uniform over
-        the base vocabulary and never the original (on the host, now), or, with a frozen denoiser
+        the base vocabulary and never the original (on the host, now), with wrong_source
+        'context' a token of the row's prompt (on the host, now), or, with a frozen denoiser
         (self.denoiser), its own draft of the row with every chosen position [MASK] (on-policy).
         A draft is a forward pass: it runs in device_batch, on the training device, from a seed
         drawn here (so the batch is still a function of gen); the host batch is then `parts`
         with 'draft_seed' and no stats yet."""
         if self.denoiser is None:
-            parts['proposals'] = diffusion.random_other_tokens(parts['tok'], self.base_vocab, gen)
+            tok = parts['tok']
+            if self.wrong_source == 'context':
+                context = ~parts['maskable']  # (B, T): the prompt, never corrupted
+                if 'attention_mask' in parts:
+                    context &= parts['attention_mask']
+                parts['proposals'] = diffusion.context_other_tokens(
+                    tok, context, self.base_vocab, gen
+                )
+            else:
+                parts['proposals'] = diffusion.random_other_tokens(tok, self.base_vocab, gen)
             return self.assemble(parts)
         return {**parts, 'draft_seed': torch.randint(2**62, (), generator=gen)}, {}
 
@@ -676,8 +687,9 @@ class Hybrid(MaskedSource):
     -1 at positions that are not maskable (prompt, PAD). The trainer's plain mean over all
     supervised positions is the loss.
 
-    hybrid_wrong_source: 'uniform' = diffusion.random_other_tokens (never the original), or
-    'self' = on-policy: a draft of the model itself at those positions. The batch source never
+    hybrid_wrong_source: 'uniform' = diffusion.random_other_tokens (never the original),
+    'context' = diffusion.context_other_tokens (a token of the row's prompt: plausible, as a
+    planner's wrong node on path-star), or 'self' = on-policy: a draft of the model itself at those positions. The batch source never
     sees the model being trained (train.py draws batches before the forward pass, and the source
     interface has no model), so 'self' uses a FROZEN checkpoint, hybrid_denoiser=<ckpt> (an
     unmasking or a hybrid checkpoint of this dataset), exactly as Remasking's remasking_denoiser:
@@ -712,8 +724,16 @@ class Hybrid(MaskedSource):
                 f"--hybrid_wrong_frac={frac}: must be in [0, 1) (1 leaves no [MASK] "
                 f"to learn drafting from)"
             )
-        if src not in ('uniform', 'self'):
-            raise ConfigError(f"--hybrid_wrong_source={src!r}: use 'uniform' or 'self'")
+        if src not in ('uniform', 'context', 'self'):
+            raise ConfigError(
+                f"--hybrid_wrong_source={src!r}: use 'uniform', 'context' or 'self'"
+            )
+        if src == 'context' and not self.is_rows:
+            raise ConfigError(
+                f"--hybrid_wrong_source=context draws wrong tokens from a row's prompt; "
+                f"{data_dir} is a token stream with none: use 'uniform' or 'self'"
+            )
+        self.wrong_source = 'uniform' if src == 'self' else src
         if (src == 'self') != bool(path):
             raise ConfigError(
                 f"--hybrid_wrong_source={src} with --hybrid_denoiser={path!r}: "

@@ -101,6 +101,20 @@ def random_other_tokens(tok, vocab, gen):
     return r + (r >= tok).long()
 
 
+def context_other_tokens(tok, context, vocab, gen):
+    """At every position of tok (B, T), a token drawn from the same row's context positions
+    (context (B, T) bool: visible positions that are never corrupted, e.g. the prompt) that
+    differs from tok; where the draw equals the original, is not a base-vocabulary token, or the
+    row has no context, a uniform other token (random_other_tokens). Plausible wrong tokens: on
+    path-star they are the graph's other nodes, among them the other arm's node at the same
+    depth, the error a planner makes; a uniform token is mostly a node the graph does not have."""
+    weights = torch.where(context.any(1, keepdim=True), context.float(), 1.0)  # (B, T)
+    idx = torch.multinomial(weights, tok.size(1), replacement=True, generator=gen)  # (B, T)
+    pick = tok.gather(1, idx)
+    usable = context.gather(1, idx) & (pick != tok) & (pick < vocab)
+    return torch.where(usable, pick, random_other_tokens(tok, vocab, gen))
+
+
 @torch.no_grad()
 def denoiser_samples(denoiser, x, masked, base_vocab, temperature, gen, attention_mask=None):
     """One denoiser pass on x (B, T) (masked positions hold [MASK]): a base-vocabulary sample at
