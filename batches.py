@@ -689,10 +689,11 @@ class Hybrid(MaskedSource):
 
     hybrid_wrong_source: 'uniform' = diffusion.random_other_tokens (never the original),
     'context' = diffusion.context_other_tokens (a token of the row's prompt: plausible, as a
-    planner's wrong node on path-star), or 'self' = on-policy: a draft of the model itself at those positions. The batch source never
-    sees the model being trained (train.py draws batches before the forward pass, and the source
-    interface has no model), so 'self' uses a FROZEN checkpoint, hybrid_denoiser=<ckpt> (an
-    unmasking or a hybrid checkpoint of this dataset), exactly as Remasking's remasking_denoiser:
+    planner's wrong node on path-star), or 'self' = on-policy: a draft of the model itself at
+    those positions. The batch source never sees the model being trained (train.py draws
+    batches before the forward pass, and the source interface has no model), so 'self' uses a
+    FROZEN checkpoint, hybrid_denoiser=<ckpt> (an unmasking or a hybrid checkpoint of this
+    dataset), exactly as Remasking's remasking_denoiser:
     diffusion.denoiser_samples on the row with every chosen position [MASK] (the draft a sampler
     step would commit from), at hybrid_temperature. To get closer to the model's own mistakes,
     iterate: train with 'uniform', then again with hybrid_denoiser=<that run's ckpt>. A draft
@@ -725,9 +726,7 @@ class Hybrid(MaskedSource):
                 f"to learn drafting from)"
             )
         if src not in ('uniform', 'context', 'self'):
-            raise ConfigError(
-                f"--hybrid_wrong_source={src!r}: use 'uniform', 'context' or 'self'"
-            )
+            raise ConfigError(f"--hybrid_wrong_source={src!r}: use 'uniform', 'context' or 'self'")
         if src == 'context' and not self.is_rows:
             raise ConfigError(
                 f"--hybrid_wrong_source=context draws wrong tokens from a row's prompt; "

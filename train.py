@@ -195,7 +195,7 @@ OBJECTIVE_HELP = dict(
     remasking_denoiser="frozen denoiser checkpoint drafting the corruptions ('': uniform)",
     remasking_temperature="sampling temperature of remasking_denoiser's drafts",
     hybrid_wrong_frac='share of the chosen positions given a wrong token instead of [MASK]',
-    hybrid_wrong_source="wrong tokens: 'uniform', 'context' (tokens of the row's prompt) or 'self' (drafts of hybrid_denoiser)",
+    hybrid_wrong_source="'uniform', 'context' (tokens of the row's prompt) or 'self' (hybrid_denoiser drafts)",
     hybrid_denoiser='frozen checkpoint drafting the wrong tokens (hybrid_wrong_source=self)',
     hybrid_temperature="sampling temperature of hybrid_denoiser's drafts",
 )

@@ -99,6 +99,62 @@ def test_row_batch_targets_with_prompt_and_pad(rows_root):
     assert not (masked | wrong)[tok == 1].any()
 
 
+def test_context_other_tokens_draw_from_the_rows_prompt():
+    V = 30
+    tok = torch.tensor([[3, 4, 5, 3, 9, 9, 9], [7, 7, 7, 7, 7, 7, 7], [1, 2, 3, 4, 5, 6, 7]])
+    context = torch.tensor(
+        [[1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.bool
+    )
+    seen = torch.zeros(3, 7, V, dtype=torch.bool)
+    for seed in range(300):
+        out = diffusion.context_other_tokens(tok, context, V, torch.Generator().manual_seed(seed))
+        assert (out != tok).all() and (out >= 0).all() and (out < V).all()
+        seen |= torch.nn.functional.one_hot(out, V).bool()
+    # row 0: at the answer positions (holding 9) exactly the prompt's tokens 3, 4, 5 (never a
+    # fallback: each differs from 9); at a prompt position holding 3 the other prompt tokens, and
+    # a uniform fallback when the draw is 3 itself (1 draw in 2: positions 0 and 3 hold 3)
+    assert [seen[0, p].nonzero().flatten().tolist() for p in (4, 5, 6)] == [[3, 4, 5]] * 3
+    assert seen[0, 0, [4, 5]].all() and seen[0, 0].sum() > 15
+    # row 1: the prompt holds only the original token: uniform over the other V - 1 tokens
+    assert seen[1].sum(-1).min() > 15
+    # row 2 has no prompt: uniform as well
+    assert seen[2].sum(-1).min() > 15
+
+
+def test_context_source_wrong_tokens_come_from_the_prompt(rows_root):
+    src = make_source(
+        rows_root,
+        dataset='rows',
+        block_size=16,
+        hybrid_wrong_frac=0.5,
+        hybrid_wrong_source='context',
+    )
+    b = src.get_batch('train', 400, torch.Generator().manual_seed(0))
+    tok = src.clean('train', 400, torch.Generator().manual_seed(0))[0]
+    wrong, maskable = b['wrong'], b['maskable']
+    prompt = ~maskable & b['attention_mask']  # (B, T)
+    assert (
+        wrong.any()
+        and (b['x'][wrong] != tok[wrong]).all()
+        and (b['y'][wrong] == src.wrong_id).all()
+    )
+    # a wrong token is one the row's prompt holds, unless every prompt token equals the original
+    in_prompt = ((b['x'][:, :, None] == tok[:, None, :]) & prompt[:, None, :]).any(-1)  # (B, T)
+    other = ((tok[:, None, :] != tok[:, :, None]) & prompt[:, None, :]).any(-1)
+    assert (
+        in_prompt[wrong & other].float().mean() > 0.9
+    )  # a fallback only after drawing the original
+    uni = make_source(rows_root, dataset='rows', block_size=16, hybrid_wrong_frac=0.5)
+    ub = uni.get_batch('train', 400, torch.Generator().manual_seed(0))
+    u_in = ((ub['x'][:, :, None] == tok[:, None, :]) & prompt[:, None, :]).any(-1)
+    assert in_prompt[wrong].float().mean() > u_in[ub['wrong']].float().mean() + 0.2
+
+
+def test_context_source_needs_rows(data_root):
+    with pytest.raises(ConfigError, match='context draws wrong tokens from a row'):
+        make_source(data_root, hybrid_wrong_source='context')
+
+
 @pytest.mark.parametrize('frac', [0.0, 0.2, 0.5])
 def test_wrong_share_of_chosen_positions_is_hybrid_wrong_frac(data_root, frac):
     V = base_vocab(data_root)
