@@ -447,7 +447,7 @@ class MaskedSource(Source):
 
     causal = False
     denoiser = None  # a frozen checkpoint drafting wrong tokens (remasking, hybrid), see proposals
-    wrong_source = 'uniform'  # without a denoiser: 'uniform' or 'context' (hybrid), see propose
+    wrong_source = 'uniform'  # or (hybrid) 'context' / 'self', see propose
     defaults = {
         'mask_eps': 1e-3,
         'mask_stratified': True,
@@ -732,7 +732,7 @@ class Hybrid(MaskedSource):
                 f"--hybrid_wrong_source=context draws wrong tokens from a row's prompt; "
                 f"{data_dir} is a token stream with none: use 'uniform' or 'self'"
             )
-        self.wrong_source = 'uniform' if src == 'self' else src
+        self.wrong_source = src  # 'self' drafts with self.denoiser, see propose
         if (src == 'self') != bool(path):
             raise ConfigError(
                 f"--hybrid_wrong_source={src} with --hybrid_denoiser={path!r}: "

@@ -141,9 +141,8 @@ def test_context_source_wrong_tokens_come_from_the_prompt(rows_root):
     # a wrong token is one the row's prompt holds, unless every prompt token equals the original
     in_prompt = ((b['x'][:, :, None] == tok[:, None, :]) & prompt[:, None, :]).any(-1)  # (B, T)
     other = ((tok[:, None, :] != tok[:, :, None]) & prompt[:, None, :]).any(-1)
-    assert (
-        in_prompt[wrong & other].float().mean() > 0.9
-    )  # a fallback only after drawing the original
+    # a fallback only after drawing the original
+    assert in_prompt[wrong & other].float().mean() > 0.9
     uni = make_source(rows_root, dataset='rows', block_size=16, hybrid_wrong_frac=0.5)
     ub = uni.get_batch('train', 400, torch.Generator().manual_seed(0))
     u_in = ((ub['x'][:, :, None] == tok[:, None, :]) & prompt[:, None, :]).any(-1)
